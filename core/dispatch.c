@@ -1,0 +1,617 @@
+/* core/dispatch.c - the packet dispatcher: decode, validate against the session's state,
+ * apply, answer. Shard thread only.
+ *
+ * Error mapping (STYLE 5): a decode failure or protocol violation ends the connection; a v5
+ * client first gets DISCONNECT with the reason code (MQTT-4.13), a v3 client is just closed
+ * (MQTT-4.8.0-1 of 3.1.1). Before CONNACK, failures are answered with CONNACK when the spec
+ * has a code for them. docs/protocol-errors.md lists every case.
+ */
+#include "core/dispatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/conn.h"
+#include "core/log.h"
+#include "core/msg.h"
+#include "core/router.h"
+#include "core/session.h"
+#include "core/shard.h"
+#include "core/subtree.h"
+#include "core/topic.h"
+
+#define CLIENT_ID_ASSIGNED_MAX 40
+
+/* Ends the connection for a peer error: DISCONNECT(rc) on v5, plain close on v3. */
+static bool fail(struct shard *s, struct conn *c, enum mqtt_rc rc, const char *what)
+{
+    LOG_INFO("conn", "protocol_error peer=%s client=%s rc=0x%02x what=\"%s\"", c->peer,
+             c->session ? c->session->client_id : "-", rc, what);
+    if (c->version == MQTT_V5) {
+        struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
+        pkt.reason.rc = (uint8_t)rc;
+        /* Some decode results (0x84, 0x85...) are CONNACK-only: DISCONNECT says 0x82. */
+        if (codec_size(&pkt, MQTT_V5) == 0)
+            pkt.reason.rc = MQTT_RC_PROTOCOL_ERROR;
+        (void)session_write_packet(s, c, &pkt); /* Best effort: we close either way. */
+    }
+    session_conn_lost(s, c, true);
+    conn_close(s, c, what);
+    return false;
+}
+
+/* Refuses a CONNECT: CONNACK with the v5 reason or the v3 return code, then close. */
+static bool refuse_connect(struct shard *s, struct conn *c, enum mqtt_rc v5_rc,
+                           enum mqtt_v3_connack v3_rc, const char *what)
+{
+    LOG_INFO("conn", "connect_refused peer=%s version=%u rc=0x%02x what=\"%s\"", c->peer,
+             c->version, c->version == MQTT_V5 ? (unsigned)v5_rc : (unsigned)v3_rc, what);
+    struct mqtt_packet pkt = { .type = MQTT_CONNACK };
+    pkt.connack.rc = c->version == MQTT_V5 ? (uint8_t)v5_rc : (uint8_t)v3_rc;
+    (void)session_write_packet(s, c, &pkt); /* Best effort: we close either way. */
+    conn_close(s, c, what);
+    return false;
+}
+
+static bool send_ack(struct shard *s, struct conn *c, uint8_t type, uint16_t packet_id,
+                     uint8_t rc)
+{
+    struct mqtt_packet pkt = { .type = type };
+    pkt.ack.packet_id = packet_id;
+    pkt.ack.rc = c->version == MQTT_V5 ? rc : 0;
+    if (!session_write_packet(s, c, &pkt))
+        return fail(s, c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "output full");
+    return true;
+}
+
+/* Makes a client id whose home is this shard, so the connection need not move. */
+static struct slice assign_client_id(struct shard *s, char *buf, size_t cap)
+{
+    for (;;) {
+        int n = snprintf(buf, cap, "keelmq-%u-%llx", s->id,
+                         (unsigned long long)(++s->client_id_counter * 0x9E3779B97F4A7C15ull));
+        ASSERT(n > 0 && (size_t)n < cap);
+        struct slice id = { (const uint8_t *)buf, (uint32_t)n };
+        if (shard_home(s, id) == s->id)
+            return id;
+    }
+}
+
+static bool start_handoff(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len,
+                          uint16_t home)
+{
+    c->state = CONN_HANDOFF;
+    c->handoff_target = home;
+    conn_stash(s, c, frame, len);
+    if (c->state != CONN_HANDOFF)
+        return false; /* The stash failed and closed it. */
+    if (c->recv_armed) {
+        /* The descriptor moves only once no recv of ours can still complete on it. */
+        struct io_uring_sqe *sqe = uring_sqe(&s->ring);
+        io_uring_prep_cancel64(sqe, uring_ud(URING_OP_RECV, c->gen, c->idx), 0);
+        io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_CANCEL, c->gen, c->idx));
+    } else {
+        dispatch_handoff_send(s, c);
+    }
+    return false;
+}
+
+void dispatch_handoff_send(struct shard *s, struct conn *c)
+{
+    ASSERT(c->state == CONN_HANDOFF && !c->recv_armed && c->handoff == NULL);
+    struct handoff *h = malloc(sizeof(*h) + c->in.len);
+    if (h == NULL) {
+        conn_close(s, c, "out of memory for handoff");
+        return;
+    }
+    h->from_shard = s->id;
+    h->len = c->in.len;
+    h->accepted_ms = c->accepted_ms;
+    memcpy(h->peer, c->peer, sizeof(h->peer));
+    memcpy(h->bytes, c->in.data, c->in.len);
+    c->in.len = 0;
+    c->handoff = h;
+    /* Counted from now: the target's release note can overtake our own MSG_RING completion. */
+    s->handoffs_pending++;
+    struct shard *target = &s->set->shards[c->handoff_target];
+    struct io_uring_sqe *sqe = uring_sqe(&s->ring);
+    uring_prep_msg_ring_fd(sqe, target->wake.ring_fd, c->slot, IORING_FILE_INDEX_ALLOC,
+                           uring_ud_ptr(URING_OP_HANDOFF_IN, h));
+    io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_HANDOFF_OUT, c->gen, c->idx));
+}
+
+void dispatch_handoff_sent(struct shard *s, struct conn *c, int res)
+{
+    struct handoff *h = c->handoff;
+    ASSERT(h != NULL);
+    c->handoff = NULL;
+    if (res < 0) {
+        /* The target's descriptor table is full (-ENFILE) or it is gone: nobody else has the
+         * socket, so it is ours to close. */
+        LOG_WARN("conn", "handoff_failed peer=%s target=%u err=%d", c->peer, c->handoff_target,
+                 res);
+        free(h);
+        s->handoffs_pending--;
+    } else {
+        /* The target owns the connection now and sends NOTE_HANDOFF_RELEASE for `h`. */
+        s->stats.handoffs_out++;
+    }
+    conn_close(s, c, res < 0 ? "handoff failed" : "handed off");
+}
+
+void dispatch_handoff_in(struct shard *s, int slot, const struct handoff *h)
+{
+    struct conn *c = s->stopping ? NULL : conn_alloc(s, slot);
+    if (c == NULL) {
+        if (!s->stopping)
+            LOG_WARN("conn", "handoff_refused peer=%s reason=pool_full", h->peer);
+        struct io_uring_sqe *sqe = uring_sqe(&s->ring);
+        io_uring_prep_close_direct(sqe, (unsigned)slot);
+        io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_NONE, 0, 0));
+    } else {
+        s->stats.handoffs_in++;
+        memcpy(c->peer, h->peer, sizeof(c->peer));
+        c->accepted_ms = h->accepted_ms;
+        conn_arm_recv(s, c);
+        conn_feed(s, c, h->bytes, h->len);
+    }
+    /* The pointer goes back to its owner, which frees it; we never write through it. */
+    shard_post(s, h->from_shard, (struct note){ .kind = NOTE_HANDOFF_RELEASE,
+                                                .ptr = (void *)h });
+}
+
+/* Settles the session for an accepted CONNECT on the client id's home shard: takeover of an
+ * older connection, clean start or resume. Returns the session or NULL (out of memory). */
+static struct session *take_session(struct shard *s, struct slice id, bool clean_start,
+                                    bool *present)
+{
+    struct session *sess = session_find(s->sessions, id);
+    if (sess != NULL && sess->conn != NULL) {
+        struct conn *old = sess->conn;
+        LOG_INFO("session", "takeover client=%s old_peer=%s", sess->client_id, old->peer);
+        if (old->version == MQTT_V5) {
+            struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
+            pkt.reason.rc = MQTT_RC_SESSION_TAKEN_OVER;
+            (void)session_write_packet(s, old, &pkt); /* Best effort: it is closed anyway. */
+        }
+        session_conn_lost(s, old, true); /* The old connection's will fires (MQTT-3.1.4-3). */
+        conn_close(s, old, "session taken over");
+        sess = session_find(s->sessions, id); /* A non-persistent session just ended. */
+    }
+    if (sess != NULL && clean_start) {
+        session_destroy(s, sess);
+        sess = NULL;
+    }
+    *present = sess != NULL;
+    if (sess == NULL)
+        sess = session_create(s, id);
+    return sess;
+}
+
+/* The keepalive the server enforces, and whether it differs from the client's (v5 then says
+ * so in CONNACK). Returns false when a v3 client asks for more than mqtt.keepalive_max. */
+static bool effective_keepalive(const struct shard *s, const struct conn *c, uint16_t asked,
+                                uint16_t *granted)
+{
+    uint32_t max = s->cfg->keepalive_max_s;
+    if (asked <= max && (asked != 0 || max >= 65535)) {
+        *granted = asked;
+        return true;
+    }
+    *granted = (uint16_t)max;
+    return c->version == MQTT_V5;
+}
+
+static bool write_connack(struct shard *s, struct conn *c, bool present, struct slice assigned,
+                          uint16_t keepalive, bool keepalive_changed)
+{
+    struct mqtt_packet pkt = { .type = MQTT_CONNACK };
+    pkt.connack.session_present = present;
+    if (c->version == MQTT_V5) {
+        struct mqtt_props *p = &pkt.connack.props;
+        const struct config *cfg = s->cfg;
+        p->present = (1ull << MQTT_PROP_RECEIVE_MAX) | (1ull << MQTT_PROP_MAX_PACKET_SIZE) |
+                     (1ull << MQTT_PROP_SHARED_SUB_AVAILABLE);
+        p->receive_max = (uint16_t)MIN(cfg->max_inflight, 65535u);
+        p->max_packet_size = cfg->max_packet_size;
+        p->shared_sub_available = 0; /* $share arrives with the shared subscription work. */
+        if (cfg->max_topic_alias > 0) {
+            p->present |= 1ull << MQTT_PROP_TOPIC_ALIAS_MAX;
+            p->topic_alias_max = (uint16_t)cfg->max_topic_alias;
+        }
+        if (!cfg->retain_available) {
+            p->present |= 1ull << MQTT_PROP_RETAIN_AVAILABLE;
+            p->retain_available = 0;
+        }
+        if (assigned.len > 0) {
+            p->present |= 1ull << MQTT_PROP_ASSIGNED_CLIENT_ID;
+            p->assigned_client_id = assigned;
+        }
+        if (keepalive_changed) {
+            p->present |= 1ull << MQTT_PROP_SERVER_KEEPALIVE;
+            p->server_keepalive = keepalive;
+        }
+    }
+    return session_write_packet(s, c, &pkt);
+}
+
+/* Applies the CONNECT's session parameters and will to `sess`. Returns a v5 reason code. */
+static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct session *sess,
+                                      const struct mqtt_connect *cn, struct slice id)
+{
+    sess->version = c->version;
+    if (c->version == MQTT_V5) {
+        sess->expiry_s = mqtt_props_has(&cn->props, MQTT_PROP_SESSION_EXPIRY)
+                             ? cn->props.session_expiry : 0;
+        sess->persistent = sess->expiry_s > 0;
+        uint32_t rmax = mqtt_props_has(&cn->props, MQTT_PROP_RECEIVE_MAX)
+                            ? cn->props.receive_max : 65535u;
+        sess->receive_max_out = (uint16_t)MIN(rmax, MIN(s->cfg->max_inflight, 65535u));
+        if (mqtt_props_has(&cn->props, MQTT_PROP_MAX_PACKET_SIZE))
+            c->max_packet_out = cn->props.max_packet_size;
+    } else {
+        sess->persistent = !cn->clean_start;
+        sess->expiry_s = sess->persistent ? UINT32_MAX : 0;
+        sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
+    }
+    if (sess->will != NULL) {
+        msg_release(sess->will);
+        sess->will = NULL;
+    }
+    if (!cn->has_will)
+        return MQTT_RC_SUCCESS;
+    if (!topic_name_valid(cn->will.topic))
+        return MQTT_RC_TOPIC_NAME_INVALID;
+    if (cn->will.retain && !s->cfg->retain_available)
+        return MQTT_RC_RETAIN_NOT_SUPPORTED;
+    sess->will = msg_create(cn->will.topic, cn->will.payload,
+                            c->version == MQTT_V5 ? &cn->will.props : NULL, id, cn->will.qos,
+                            cn->will.retain, s->id);
+    if (sess->will == NULL)
+        return MQTT_RC_SERVER_BUSY;
+    sess->will_delay_s = mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
+                             ? cn->will.props.will_delay : 0;
+    return MQTT_RC_SUCCESS;
+}
+
+static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len,
+                       const struct mqtt_connect *cn)
+{
+    char assigned_buf[CLIENT_ID_ASSIGNED_MAX];
+    struct slice id = cn->client_id;
+    struct slice assigned = { NULL, 0 };
+    if (id.len > s->cfg->max_client_id_len)
+        return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
+                              "client id too long");
+    if (c->version == MQTT_V5 && mqtt_props_has(&cn->props, MQTT_PROP_AUTH_METHOD))
+        return refuse_connect(s, c, MQTT_RC_BAD_AUTH_METHOD, MQTT_V3_NOT_AUTHORIZED,
+                              "enhanced authentication not supported");
+    uint16_t keepalive;
+    if (!effective_keepalive(s, c, cn->keepalive_s, &keepalive))
+        return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
+                              "keepalive above mqtt.keepalive_max");
+    if (id.len == 0) {
+        /* MQTT-3.1.3-8 (3.1.1): an empty id needs clean session; 3.1 has no empty ids. */
+        if (c->version == MQTT_V31 || (c->version == MQTT_V311 && !cn->clean_start))
+            return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
+                                  "empty client id");
+        id = assign_client_id(s, assigned_buf, sizeof(assigned_buf));
+        if (c->version == MQTT_V5)
+            assigned = id;
+    } else {
+        uint16_t home = shard_home(s, id);
+        if (home != s->id)
+            return start_handoff(s, c, frame, len, home);
+    }
+    bool present = false;
+    struct session *sess = take_session(s, id, cn->clean_start, &present);
+    if (sess == NULL)
+        return refuse_connect(s, c, MQTT_RC_SERVER_BUSY, MQTT_V3_SERVER_UNAVAILABLE,
+                              "out of memory");
+    sess->assigned_id = assigned.len > 0 || cn->client_id.len == 0;
+    enum mqtt_rc rc = configure_session(s, c, sess, cn, id);
+    if (rc != MQTT_RC_SUCCESS) {
+        if (!present)
+            session_destroy(s, sess);
+        return refuse_connect(s, c, rc, MQTT_V3_SERVER_UNAVAILABLE, "bad will");
+    }
+    c->keepalive_ms = (uint32_t)keepalive * 1500u;
+    c->state = CONN_ACTIVE;
+    if (!write_connack(s, c, present, assigned, keepalive, keepalive != cn->keepalive_s)) {
+        session_attach(s, sess, c);
+        return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at CONNACK");
+    }
+    s->stats.connects++;
+    LOG_INFO("session", "connect client=%s peer=%s version=%u clean=%d present=%d keepalive=%u",
+             sess->client_id, c->peer, c->version, cn->clean_start, present, keepalive);
+    session_attach(s, sess, c);
+    return true;
+}
+
+static bool on_first_packet(struct shard *s, struct conn *c, const uint8_t *frame,
+                            uint32_t len)
+{
+    if ((frame[0] >> 4) != MQTT_CONNECT) {
+        LOG_INFO("conn", "first_packet_not_connect peer=%s type=%u", c->peer, frame[0] >> 4);
+        conn_close(s, c, "first packet not CONNECT");
+        return false;
+    }
+    struct mqtt_packet pkt;
+    enum mqtt_rc rc = codec_decode(frame, len, 0, &pkt);
+    if (rc == MQTT_RC_UNSUPPORTED_VERSION) {
+        /* MQTT-3.1.2-2: answer 0x01 in the 3.1.1 format, which every version can read. */
+        c->version = MQTT_V311;
+        return refuse_connect(s, c, MQTT_RC_UNSUPPORTED_VERSION, MQTT_V3_BAD_PROTOCOL_VERSION,
+                              "unsupported protocol version");
+    }
+    if (rc != MQTT_RC_SUCCESS) {
+        if (pkt.connect.version == MQTT_V5) {
+            c->version = MQTT_V5;
+            return refuse_connect(s, c, rc, MQTT_V3_SERVER_UNAVAILABLE, "bad CONNECT");
+        }
+        LOG_INFO("conn", "bad_connect peer=%s rc=0x%02x", c->peer, rc);
+        conn_close(s, c, "bad CONNECT");
+        return false;
+    }
+    c->version = pkt.connect.version;
+    return on_connect(s, c, frame, len, &pkt.connect);
+}
+
+/* Resolves a v5 topic alias (MQTT-3.3.2-7..12). Returns the topic to use, or sets *rc. */
+static struct slice resolve_alias(struct shard *s, struct conn *c,
+                                  const struct mqtt_publish *p, enum mqtt_rc *rc)
+{
+    struct slice topic = p->topic;
+    *rc = MQTT_RC_SUCCESS;
+    if (c->version != MQTT_V5 || !mqtt_props_has(&p->props, MQTT_PROP_TOPIC_ALIAS)) {
+        if (topic.len == 0)
+            *rc = MQTT_RC_PROTOCOL_ERROR;
+        return topic;
+    }
+    uint16_t alias = p->props.topic_alias;
+    if (alias == 0 || alias > s->cfg->max_topic_alias) {
+        *rc = MQTT_RC_TOPIC_ALIAS_INVALID;
+        return topic;
+    }
+    if (c->aliases == NULL) {
+        c->aliases = calloc(s->cfg->max_topic_alias, sizeof(*c->aliases));
+        if (c->aliases == NULL) {
+            *rc = MQTT_RC_SERVER_BUSY;
+            return topic;
+        }
+    }
+    struct conn_alias *a = &c->aliases[alias - 1];
+    if (topic.len == 0) {
+        if (a->topic == NULL)
+            *rc = MQTT_RC_PROTOCOL_ERROR;
+        return (struct slice){ a->topic, a->len };
+    }
+    uint8_t *copy = malloc(topic.len);
+    if (copy == NULL) {
+        *rc = MQTT_RC_SERVER_BUSY;
+        return topic;
+    }
+    memcpy(copy, topic.ptr, topic.len);
+    free(a->topic);
+    a->topic = copy;
+    a->len = (uint16_t)topic.len;
+    return topic;
+}
+
+static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publish *p)
+{
+    struct session *sess = c->session;
+    enum mqtt_rc rc;
+    struct slice topic = resolve_alias(s, c, p, &rc);
+    if (rc != MQTT_RC_SUCCESS)
+        return fail(s, c, rc, "topic alias");
+    if (!topic_name_valid(topic))
+        return fail(s, c, MQTT_RC_TOPIC_NAME_INVALID, "invalid topic name");
+    if (p->retain && !s->cfg->retain_available)
+        return fail(s, c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
+    if (p->qos == 2) {
+        if (session_qos2_has(sess, p->packet_id))
+            return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
+        /* Only QoS 2 stays unacknowledged here (QoS 1 is acked at once): this is the count
+         * our Receive Maximum bounds (MQTT-3.3.4-9). */
+        if (sess->qos2_in_len >= s->cfg->max_inflight)
+            return fail(s, c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded");
+        if (session_qos2_add(sess, p->packet_id) != 0)
+            return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+    }
+    struct msg *m = msg_create(topic, p->payload, c->version == MQTT_V5 ? &p->props : NULL,
+                               (struct slice){ (const uint8_t *)sess->client_id,
+                                               sess->client_id_len },
+                               p->qos, p->retain, s->id);
+    if (m == NULL) {
+        if (p->qos == 2)
+            (void)session_qos2_remove(sess, p->packet_id);
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+    }
+    router_publish(s, m);
+    msg_release(m);
+    if (c->state != CONN_ACTIVE)
+        return false; /* Delivering closed it (its own output overflowed). */
+    if (p->qos == 1)
+        return send_ack(s, c, MQTT_PUBACK, p->packet_id, MQTT_RC_SUCCESS);
+    if (p->qos == 2)
+        return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
+    return true;
+}
+
+static bool on_ack(struct shard *s, struct conn *c, uint8_t type, const struct mqtt_ack *a)
+{
+    struct session *sess = c->session;
+    switch (type) {
+    case MQTT_PUBACK:
+        (void)session_on_puback(s, sess, a->packet_id); /* Unknown ids are ignored. */
+        return true;
+    case MQTT_PUBREC:
+        if (session_on_pubrec(s, sess, a->packet_id, a->rc >= 0x80)) {
+            if (a->rc >= 0x80)
+                return true;
+            return send_ack(s, c, MQTT_PUBREL, a->packet_id, MQTT_RC_SUCCESS);
+        }
+        return send_ack(s, c, MQTT_PUBREL, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
+    case MQTT_PUBREL:
+        if (session_qos2_remove(sess, a->packet_id))
+            return send_ack(s, c, MQTT_PUBCOMP, a->packet_id, MQTT_RC_SUCCESS);
+        return send_ack(s, c, MQTT_PUBCOMP, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
+    case MQTT_PUBCOMP:
+        (void)session_on_pubcomp(s, sess, a->packet_id); /* Unknown ids are ignored. */
+        return true;
+    default:
+        ASSERT(false);
+        return false;
+    }
+}
+
+/* One SUBSCRIBE entry: returns the SUBACK reason code; *is_new says whether it replaced an
+ * existing subscription (retain handling 1 needs it). */
+static uint8_t subscribe_one(struct shard *s, struct conn *c, struct slice filter,
+                             uint8_t options, uint32_t sub_id, bool *is_new)
+{
+    bool v5 = c->version == MQTT_V5;
+    struct slice group, real;
+    int shared = topic_shared_parse(filter, &group, &real);
+    if (shared != 0)
+        return v5 ? (shared < 0 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_RC_SHARED_SUB_NOT_SUPPORTED)
+                  : 0x80;
+    if (!topic_filter_valid(filter))
+        return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
+    int added = subtree_add(s->subs, filter, c->session, options, sub_id);
+    if (added < 0)
+        return v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;
+    if (session_sub_add(c->session, filter, options, sub_id) != 0) {
+        if (added == 1)
+            (void)subtree_remove(s->subs, filter, c->session); /* Just added: present. */
+        return v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;
+    }
+    *is_new = added == 1;
+    return options & MQTT_SUBOPT_QOS_MASK;
+}
+
+static bool on_subscribe(struct shard *s, struct conn *c, const struct mqtt_subscribe *sub)
+{
+    uint8_t *rcs = malloc(sub->count);
+    uint8_t *fresh = malloc(sub->count);
+    if (rcs == NULL || fresh == NULL) {
+        free(rcs);
+        free(fresh);
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+    }
+    uint32_t sub_id = mqtt_props_has(&sub->props, MQTT_PROP_SUBSCRIPTION_ID) ? sub->props.sub_id
+                                                                              : 0;
+    uint32_t pos = 0;
+    struct slice filter;
+    uint8_t options;
+    for (uint32_t i = 0; codec_sub_next(sub->entries, &pos, &filter, &options); i++) {
+        ASSERT(i < sub->count);
+        bool is_new = false;
+        rcs[i] = subscribe_one(s, c, filter, options, sub_id, &is_new);
+        fresh[i] = is_new;
+    }
+    struct mqtt_packet pkt = { .type = MQTT_SUBACK };
+    pkt.suback.packet_id = sub->packet_id;
+    pkt.suback.rcs = (struct slice){ rcs, sub->count };
+    bool ok = session_write_packet(s, c, &pkt);
+    /* Retained messages follow the SUBACK (MQTT-3.8.4-4 ordering as clients expect it). */
+    pos = 0;
+    for (uint32_t i = 0; ok && codec_sub_next(sub->entries, &pos, &filter, &options); i++) {
+        uint8_t handling = (options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >>
+                           MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+        if (rcs[i] >= 0x80 || handling == 2 || (handling == 1 && !fresh[i]))
+            continue;
+        router_send_retained(s, c->session, filter, rcs[i], sub_id);
+    }
+    free(rcs);
+    free(fresh);
+    if (!ok)
+        return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at SUBACK");
+    return c->state == CONN_ACTIVE;
+}
+
+static bool on_unsubscribe(struct shard *s, struct conn *c, const struct mqtt_subscribe *un)
+{
+    uint8_t *rcs = malloc(un->count);
+    if (rcs == NULL)
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+    uint32_t pos = 0;
+    struct slice filter;
+    for (uint32_t i = 0; codec_sub_next(un->entries, &pos, &filter, NULL); i++) {
+        ASSERT(i < un->count);
+        bool removed = subtree_remove(s->subs, filter, c->session) == 0;
+        if (removed)
+            (void)session_sub_remove(c->session, filter); /* Kept in step with the tree. */
+        rcs[i] = removed ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    }
+    struct mqtt_packet pkt = { .type = MQTT_UNSUBACK };
+    pkt.suback.packet_id = un->packet_id;
+    pkt.suback.rcs = (struct slice){ rcs, c->version == MQTT_V5 ? un->count : 0 };
+    bool ok = session_write_packet(s, c, &pkt);
+    free(rcs);
+    if (!ok)
+        return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at UNSUBACK");
+    return true;
+}
+
+static bool on_disconnect(struct shard *s, struct conn *c, const struct mqtt_reason *r)
+{
+    struct session *sess = c->session;
+    bool publish_will = false;
+    if (c->version == MQTT_V5) {
+        if (mqtt_props_has(&r->props, MQTT_PROP_SESSION_EXPIRY)) {
+            /* MQTT-3.14.2-2: a session that was to end at close cannot be extended here. */
+            if (sess->expiry_s == 0 && r->props.session_expiry != 0)
+                return fail(s, c, MQTT_RC_PROTOCOL_ERROR, "session expiry set at DISCONNECT");
+            sess->expiry_s = r->props.session_expiry;
+            sess->persistent = sess->expiry_s > 0;
+        }
+        publish_will = r->rc == MQTT_RC_DISCONNECT_WITH_WILL;
+    }
+    LOG_INFO("session", "disconnect client=%s rc=0x%02x", sess->client_id, r->rc);
+    session_conn_lost(s, c, publish_will);
+    conn_close(s, c, "client DISCONNECT");
+    return false;
+}
+
+bool dispatch_packet(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len)
+{
+    if (c->state == CONN_NEW)
+        return on_first_packet(s, c, frame, len);
+    ASSERT(c->state == CONN_ACTIVE && c->session != NULL);
+    if ((frame[0] >> 4) == MQTT_CONNECT)
+        return fail(s, c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT"); /* MQTT-3.1.0-2 */
+    struct mqtt_packet pkt;
+    enum mqtt_rc rc = codec_decode(frame, len, c->version, &pkt);
+    if (rc != MQTT_RC_SUCCESS)
+        return fail(s, c, rc, "invalid packet");
+    switch (pkt.type) {
+    case MQTT_PUBLISH:
+        return on_publish(s, c, &pkt.publish);
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBREL:
+    case MQTT_PUBCOMP:
+        return on_ack(s, c, pkt.type, &pkt.ack);
+    case MQTT_SUBSCRIBE:
+        return on_subscribe(s, c, &pkt.subscribe);
+    case MQTT_UNSUBSCRIBE:
+        return on_unsubscribe(s, c, &pkt.subscribe);
+    case MQTT_PINGREQ: {
+        struct mqtt_packet resp = { .type = MQTT_PINGRESP };
+        if (!session_write_packet(s, c, &resp))
+            return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at PINGRESP");
+        return true;
+    }
+    case MQTT_DISCONNECT:
+        return on_disconnect(s, c, &pkt.reason);
+    case MQTT_AUTH:
+        return fail(s, c, MQTT_RC_PROTOCOL_ERROR, "AUTH without enhanced authentication");
+    default:
+        /* CONNACK, SUBACK, UNSUBACK, PINGRESP travel only from server to client. */
+        return fail(s, c, MQTT_RC_PROTOCOL_ERROR, "server-to-client packet from a client");
+    }
+}

@@ -1,0 +1,508 @@
+/* core/session.c - session table, subscriptions bookkeeping, the outbound QoS 1/2 window and
+ * queue, inbound QoS 2 ids, and what happens when a connection goes away.
+ *
+ * Shard thread only. Window discipline: at most `receive_max_out` messages are unacknowledged
+ * (MQTT-4.9.0-2); messages beyond wait in `queue` in arrival order, and are sent in that order
+ * as acks free the window, so per-topic ordering holds (MQTT-4.6.0-6). A message owned by
+ * another shard is cloned before it is kept (core/msg.h).
+ */
+#include "core/session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conn.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "core/msg.h"
+#include "core/router.h"
+#include "core/shard.h"
+#include "core/subtree.h"
+
+#define SESSION_TABLE_MIN 1024u
+
+struct session_table {
+    struct session **buckets;
+    uint32_t mask;
+    uint32_t count;
+};
+
+struct session_table *session_table_create(void)
+{
+    struct session_table *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->buckets = calloc(SESSION_TABLE_MIN, sizeof(*t->buckets));
+    if (t->buckets == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->mask = SESSION_TABLE_MIN - 1;
+    return t;
+}
+
+uint32_t session_table_count(const struct session_table *t) { return t->count; }
+
+struct session *session_find(struct session_table *t, struct slice client_id)
+{
+    uint64_t h = hash_bytes(client_id.ptr, client_id.len);
+    for (struct session *e = t->buckets[h & t->mask]; e != NULL; e = e->hash_next) {
+        if (e->hash == h && e->client_id_len == client_id.len &&
+            memcmp(e->client_id, client_id.ptr, client_id.len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Doubles the bucket array when the load passes 1. Growth failure is harmless: chains grow. */
+static void table_grow(struct session_table *t)
+{
+    uint32_t n = (t->mask + 1) * 2;
+    struct session **b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return;
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        struct session *e = t->buckets[i];
+        while (e != NULL) {
+            struct session *next = e->hash_next;
+            e->hash_next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->mask = n - 1;
+}
+
+struct session *session_create(struct shard *s, struct slice client_id)
+{
+    struct session *sess = calloc(1, sizeof(*sess));
+    if (sess == NULL)
+        return NULL;
+    sess->client_id = malloc((size_t)client_id.len + 1);
+    if (sess->client_id == NULL) {
+        free(sess);
+        return NULL;
+    }
+    memcpy(sess->client_id, client_id.ptr, client_id.len);
+    sess->client_id[client_id.len] = '\0';
+    sess->client_id_len = (uint16_t)client_id.len;
+    sess->hash = hash_bytes(client_id.ptr, client_id.len);
+    sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
+    sess->next_packet_id = 1;
+    struct session_table *t = s->sessions;
+    if (t->count >= t->mask + 1)
+        table_grow(t);
+    sess->hash_next = t->buckets[sess->hash & t->mask];
+    t->buckets[sess->hash & t->mask] = sess;
+    t->count++;
+    return sess;
+}
+
+static void table_unlink(struct session_table *t, struct session *sess)
+{
+    struct session **pp = &t->buckets[sess->hash & t->mask];
+    while (*pp != sess) {
+        ASSERT(*pp != NULL);
+        pp = &(*pp)->hash_next;
+    }
+    *pp = sess->hash_next;
+    t->count--;
+}
+
+static void free_session(struct shard *s, struct session *sess)
+{
+    for (uint32_t i = 0; i < sess->sub_count; i++) {
+        struct session_sub *sub = &sess->subs[i];
+        (void)subtree_remove(s->subs, (struct slice){ (const uint8_t *)sub->filter,
+                                                      sub->filter_len },
+                             sess); /* Always present: both are updated together. */
+        free(sub->filter);
+    }
+    free(sess->subs);
+    for (uint32_t i = 0; i < sess->inflight_len; i++)
+        msg_release(sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].msg);
+    for (uint32_t i = 0; i < sess->queue_len; i++)
+        msg_release(sess->queue[(sess->queue_head + i) % sess->queue_cap].msg);
+    free(sess->inflight);
+    free(sess->queue);
+    free(sess->qos2_in);
+    if (sess->will != NULL)
+        msg_release(sess->will);
+    free(sess->client_id);
+    free(sess);
+}
+
+void session_destroy(struct shard *s, struct session *sess)
+{
+    ASSERT(sess->conn == NULL);
+    table_unlink(s->sessions, sess);
+    free_session(s, sess);
+}
+
+void session_table_destroy(struct shard *s, struct session_table *t)
+{
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        struct session *e = t->buckets[i];
+        while (e != NULL) {
+            struct session *next = e->hash_next;
+            free_session(s, e);
+            e = next;
+        }
+    }
+    free(t->buckets);
+    free(t);
+}
+
+int session_sub_add(struct session *sess, struct slice filter, uint8_t options, uint32_t sub_id)
+{
+    for (uint32_t i = 0; i < sess->sub_count; i++) {
+        struct session_sub *sub = &sess->subs[i];
+        if (sub->filter_len == filter.len && memcmp(sub->filter, filter.ptr, filter.len) == 0) {
+            sub->options = options;
+            sub->sub_id = sub_id;
+            return 0;
+        }
+    }
+    if (sess->sub_count == sess->sub_cap) {
+        uint32_t cap = sess->sub_cap ? sess->sub_cap * 2 : 4;
+        struct session_sub *n = realloc(sess->subs, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        sess->subs = n;
+        sess->sub_cap = cap;
+    }
+    char *copy = malloc((size_t)filter.len + 1);
+    if (copy == NULL)
+        return -ENOMEM;
+    memcpy(copy, filter.ptr, filter.len);
+    copy[filter.len] = '\0';
+    sess->subs[sess->sub_count++] = (struct session_sub){
+        .filter = copy, .filter_len = (uint16_t)filter.len, .options = options, .sub_id = sub_id
+    };
+    return 0;
+}
+
+int session_sub_remove(struct session *sess, struct slice filter)
+{
+    for (uint32_t i = 0; i < sess->sub_count; i++) {
+        struct session_sub *sub = &sess->subs[i];
+        if (sub->filter_len == filter.len && memcmp(sub->filter, filter.ptr, filter.len) == 0) {
+            free(sub->filter);
+            sess->subs[i] = sess->subs[--sess->sub_count];
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_packet *pkt)
+{
+    uint32_t n = codec_size(pkt, c->version);
+    ASSERT(n > 0);
+    uint8_t *p = conn_out_reserve(s, c, n);
+    if (p == NULL)
+        return false;
+    uint32_t written = codec_encode(pkt, c->version, p);
+    ASSERT(written == n);
+    return true;
+}
+
+bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m, uint8_t qos,
+                           bool retain, bool dup, uint16_t packet_id, uint32_t sub_id)
+{
+    struct mqtt_packet pkt = { .type = MQTT_PUBLISH };
+    pkt.publish.qos = qos;
+    pkt.publish.dup = dup;
+    pkt.publish.retain = retain;
+    pkt.publish.packet_id = packet_id;
+    pkt.publish.topic = m->topic;
+    pkt.publish.payload = m->payload;
+    if (c->version == MQTT_V5) {
+        pkt.publish.props = m->props;
+        if (sub_id != 0) {
+            pkt.publish.props.sub_ids = &sub_id;
+            pkt.publish.props.sub_id_count = 1;
+        }
+    }
+    uint32_t n = codec_size(&pkt, c->version);
+    if (n == 0 || n > c->max_packet_out) {
+        s->stats.dropped_too_large++;
+        return true; /* MQTT-3.1.2-25: discard it as if it had been sent. */
+    }
+    uint8_t *p = conn_out_reserve(s, c, n);
+    if (p == NULL)
+        return false;
+    uint32_t written = codec_encode(&pkt, c->version, p);
+    ASSERT(written == n);
+    s->stats.deliveries++;
+    return true;
+}
+
+/* Ring helpers for the window and the queue (both rings of struct session_out). */
+static struct session_out *ring_at(struct session_out *r, uint32_t cap, uint32_t head,
+                                   uint32_t i)
+{
+    return &r[(head + i) % cap];
+}
+
+static bool ring_reserve(struct session_out **r, uint32_t *head, uint32_t len, uint32_t *cap)
+{
+    if (len < *cap)
+        return true;
+    uint32_t ncap = *cap ? *cap * 2 : 8;
+    struct session_out *n = malloc(ncap * sizeof(*n));
+    if (n == NULL)
+        return false;
+    for (uint32_t i = 0; i < len; i++)
+        n[i] = *ring_at(*r, *cap, *head, i);
+    free(*r);
+    *r = n;
+    *head = 0;
+    *cap = ncap;
+    return true;
+}
+
+static bool packet_id_in_use(const struct session *sess, uint16_t id)
+{
+    for (uint32_t i = 0; i < sess->inflight_len; i++)
+        if (sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].packet_id == id)
+            return true;
+    return false;
+}
+
+/* The next free packet id. The window is at most 65535, so one is always free. */
+static uint16_t next_packet_id(struct session *sess)
+{
+    ASSERT(sess->inflight_len < 65535);
+    for (;;) {
+        uint16_t id = sess->next_packet_id++;
+        if (sess->next_packet_id == 0)
+            sess->next_packet_id = 1;
+        if (id != 0 && !packet_id_in_use(sess, id))
+            return id;
+    }
+}
+
+/* Moves the queue's head into the window and sends it. Returns false when the socket has no
+ * room (the entry stays queued). */
+static bool send_from_queue(struct shard *s, struct session *sess)
+{
+    struct session_out *q = ring_at(sess->queue, sess->queue_cap, sess->queue_head, 0);
+    if (!ring_reserve(&sess->inflight, &sess->inflight_head, sess->inflight_len,
+                      &sess->inflight_cap))
+        return false;
+    uint16_t id = next_packet_id(sess);
+    if (!session_write_publish(s, sess->conn, q->msg, q->qos, q->retain, false, id, q->sub_id))
+        return false;
+    struct session_out e = *q;
+    e.packet_id = id;
+    e.pubrec_received = false;
+    *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, sess->inflight_len++) = e;
+    sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
+    sess->queue_len--;
+    return true;
+}
+
+void session_pump(struct shard *s, struct session *sess)
+{
+    while (sess->conn != NULL && sess->queue_len > 0 &&
+           sess->inflight_len < sess->receive_max_out) {
+        if (!send_from_queue(s, sess))
+            return;
+    }
+}
+
+void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
+                     bool retain, uint32_t sub_id)
+{
+    ASSERT_HOT(qos <= 2);
+    if (qos == 0) {
+        if (sess->conn == NULL || sess->conn->state != CONN_ACTIVE ||
+            !session_write_publish(s, sess->conn, m, 0, retain, false, 0, sub_id))
+            s->stats.dropped_qos0++;
+        return;
+    }
+    if (sess->queue_len >= s->cfg->max_queued_messages) {
+        s->stats.dropped_queue++;
+        if ((s->stats.dropped_queue & 1023) == 1)
+            LOG_WARN("session", "queue_full client=%s max=%u dropped_total=%llu",
+                     sess->client_id, s->cfg->max_queued_messages,
+                     (unsigned long long)s->stats.dropped_queue);
+        return;
+    }
+    if (!ring_reserve(&sess->queue, &sess->queue_head, sess->queue_len, &sess->queue_cap))
+        return;
+    struct msg *own = msg_keep(m, s->id);
+    if (own == NULL) {
+        s->stats.dropped_queue++;
+        return;
+    }
+    *ring_at(sess->queue, sess->queue_cap, sess->queue_head, sess->queue_len++) =
+        (struct session_out){ .msg = own, .qos = qos, .retain = retain, .sub_id = sub_id };
+    if (sess->conn != NULL && sess->conn->state == CONN_ACTIVE)
+        session_pump(s, sess);
+}
+
+/* Finds the window entry for `packet_id`; returns its position or -1. */
+static int64_t window_find(const struct session *sess, uint16_t packet_id)
+{
+    for (uint32_t i = 0; i < sess->inflight_len; i++)
+        if (sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].packet_id == packet_id)
+            return i;
+    return -1;
+}
+
+/* Removes the window entry at position `i`, keeping the order of the others. */
+static void window_remove(struct session *sess, uint32_t i)
+{
+    struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, i);
+    msg_release(e->msg);
+    for (uint32_t j = i; j + 1 < sess->inflight_len; j++)
+        *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, j) =
+            *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, j + 1);
+    sess->inflight_len--;
+}
+
+bool session_on_puback(struct shard *s, struct session *sess, uint16_t packet_id)
+{
+    int64_t i = window_find(sess, packet_id);
+    if (i < 0)
+        return false;
+    struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
+                                    (uint32_t)i);
+    if (e->qos != 1)
+        return false;
+    window_remove(sess, (uint32_t)i);
+    session_pump(s, sess);
+    return true;
+}
+
+bool session_on_pubrec(struct shard *s, struct session *sess, uint16_t packet_id, bool failed)
+{
+    int64_t i = window_find(sess, packet_id);
+    if (i < 0)
+        return false;
+    struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
+                                    (uint32_t)i);
+    if (e->qos != 2)
+        return false;
+    if (failed) {
+        /* PUBREC with a failure reason ends the exchange (MQTT-4.3.3): no PUBREL. */
+        window_remove(sess, (uint32_t)i);
+        session_pump(s, sess);
+        return true;
+    }
+    e->pubrec_received = true;
+    return true;
+}
+
+bool session_on_pubcomp(struct shard *s, struct session *sess, uint16_t packet_id)
+{
+    int64_t i = window_find(sess, packet_id);
+    if (i < 0)
+        return false;
+    struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
+                                    (uint32_t)i);
+    if (e->qos != 2 || !e->pubrec_received)
+        return false;
+    window_remove(sess, (uint32_t)i);
+    session_pump(s, sess);
+    return true;
+}
+
+void session_attach(struct shard *s, struct session *sess, struct conn *c)
+{
+    ASSERT(sess->conn == NULL && c->session == NULL);
+    sess->conn = c;
+    c->session = sess;
+    /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH (DUP set) and PUBREL, in original order. */
+    for (uint32_t i = 0; i < sess->inflight_len; i++) {
+        struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
+                                        i);
+        if (e->pubrec_received) {
+            struct mqtt_packet pkt = { .type = MQTT_PUBREL };
+            pkt.ack.packet_id = e->packet_id;
+            (void)session_write_packet(s, c, &pkt); /* Resent again on the next reconnect. */
+        } else {
+            (void)session_write_publish(s, c, e->msg, e->qos, e->retain, true, e->packet_id,
+                                        e->sub_id);
+        }
+    }
+    session_pump(s, sess);
+}
+
+bool session_qos2_has(const struct session *sess, uint16_t packet_id)
+{
+    for (uint32_t i = 0; i < sess->qos2_in_len; i++)
+        if (sess->qos2_in[i] == packet_id)
+            return true;
+    return false;
+}
+
+int session_qos2_add(struct session *sess, uint16_t packet_id)
+{
+    if (sess->qos2_in_len == sess->qos2_in_cap) {
+        if (sess->qos2_in_cap >= 65535)
+            return -ENOSPC;
+        uint32_t cap = sess->qos2_in_cap ? sess->qos2_in_cap * 2 : 4;
+        uint16_t *n = realloc(sess->qos2_in, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        sess->qos2_in = n;
+        sess->qos2_in_cap = cap;
+    }
+    sess->qos2_in[sess->qos2_in_len++] = packet_id;
+    return 0;
+}
+
+bool session_qos2_remove(struct session *sess, uint16_t packet_id)
+{
+    for (uint32_t i = 0; i < sess->qos2_in_len; i++) {
+        if (sess->qos2_in[i] == packet_id) {
+            sess->qos2_in[i] = sess->qos2_in[--sess->qos2_in_len];
+            return true;
+        }
+    }
+    return false;
+}
+
+void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
+{
+    struct session *sess = c->session;
+    if (sess == NULL)
+        return;
+    c->session = NULL;
+    sess->conn = NULL;
+    sess->offline_since_ms = s->now_ms;
+    struct msg *will = sess->will;
+    sess->will = NULL;
+    if (!sess->persistent)
+        session_destroy(s, sess);
+    /* The will goes out after the session is settled so a subscriber on this very session
+     * (it was just destroyed, or is offline) is handled like any other. */
+    if (will != NULL) {
+        if (publish_will)
+            router_publish(s, will);
+        msg_release(will);
+    }
+}
+
+void session_tick(struct shard *s)
+{
+    struct session_table *t = s->sessions;
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        struct session *e = t->buckets[i];
+        while (e != NULL) {
+            struct session *next = e->hash_next;
+            if (e->conn == NULL && e->expiry_s != UINT32_MAX &&
+                s->now_ms - e->offline_since_ms >= (uint64_t)e->expiry_s * 1000u) {
+                LOG_INFO("session", "expired client=%s", e->client_id);
+                session_destroy(s, e);
+            }
+            e = next;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+/* core/session.h - MQTT sessions and the packet dispatcher of one shard.
+ *
+ * Shard-owned. A session is keyed by client id and lives on the client id's home shard. It
+ * holds the subscriptions, the outbound QoS 1/2 window (inflight, in send order) and queue,
+ * the inbound QoS 2 packet ids awaiting PUBREL, and the will. A persistent session (clean
+ * session 0, or v5 session expiry > 0) outlives its connection; in this issue it lives in
+ * memory (the store makes it durable later).
+ *
+ * Packets are decoded and dispatched by core/dispatch.c, which calls in here.
+ */
+#ifndef KEELMQ_CORE_SESSION_H
+#define KEELMQ_CORE_SESSION_H
+
+#include "core/base.h"
+#include "core/codec.h"
+
+struct shard;
+struct conn;
+struct msg;
+
+struct session_sub {
+    char *filter;            /* owned, NUL-terminated */
+    uint16_t filter_len;
+    uint8_t options;
+    uint32_t sub_id;
+};
+
+struct session_out {
+    struct msg *msg;         /* one reference held */
+    uint16_t packet_id;
+    uint8_t qos;
+    bool retain;
+    bool pubrec_received;    /* QoS 2: PUBREL sent, waiting for PUBCOMP */
+    uint32_t sub_id;
+};
+
+struct session {
+    char *client_id;         /* owned, NUL-terminated */
+    uint16_t client_id_len;
+    uint64_t hash;
+    struct session *hash_next;
+    struct conn *conn;       /* NULL while offline */
+    uint8_t version;
+    bool persistent;
+    bool assigned_id;
+    uint32_t expiry_s;       /* v5 session expiry interval; UINT32_MAX = never */
+    uint64_t offline_since_ms;
+    uint16_t receive_max_out; /* min(client's Receive Maximum, mqtt.max_inflight) */
+    uint16_t next_packet_id;
+    uint32_t match_stamp;    /* router: merges overlapping subscriptions within one match */
+    uint32_t match_idx;
+    /* Subscriptions (to rebuild or remove tree entries). */
+    struct session_sub *subs;
+    uint32_t sub_count;
+    uint32_t sub_cap;
+    /* Outbound QoS 1/2: `inflight` is a ring of sent, unacknowledged messages in send order;
+     * `queue` a ring of messages waiting for the window. */
+    struct session_out *inflight;
+    uint32_t inflight_head;
+    uint32_t inflight_len;
+    uint32_t inflight_cap;
+    struct session_out *queue;
+    uint32_t queue_head;
+    uint32_t queue_len;
+    uint32_t queue_cap;
+    /* Inbound QoS 2 packet ids received and not yet released. */
+    uint16_t *qos2_in;
+    uint32_t qos2_in_len;
+    uint32_t qos2_in_cap;
+    /* Will. */
+    struct msg *will;
+    uint32_t will_delay_s;
+};
+
+struct session_table *session_table_create(void);
+/* Frees every session (and what they hold). */
+void session_table_destroy(struct shard *s, struct session_table *t);
+uint32_t session_table_count(const struct session_table *t);
+
+/* Looks up the session of `client_id`, or NULL. */
+struct session *session_find(struct session_table *t, struct slice client_id);
+
+/* Creates an empty session for `client_id` (copied) and adds it to the table. NULL when out of
+ * memory. */
+struct session *session_create(struct shard *s, struct slice client_id);
+
+/* Removes `sess` from the table and frees it with its subscriptions, queue and window. It must
+ * be offline (no conn). */
+void session_destroy(struct shard *s, struct session *sess);
+
+/* Records a subscription (after it was added to the shard's tree). Returns 0 or -ENOMEM. */
+int session_sub_add(struct session *sess, struct slice filter, uint8_t options, uint32_t sub_id);
+/* Forgets a subscription. Returns 0 or -ENOENT. */
+int session_sub_remove(struct session *sess, struct slice filter);
+
+/* Attaches `c` to `sess` (after CONNACK was written): re-sends the unacknowledged window
+ * (PUBLISH with DUP, or PUBREL) in order, then sends what was queued. */
+void session_attach(struct shard *s, struct session *sess, struct conn *c);
+
+/* Acknowledgements from the client for our outbound QoS 1/2 messages. Return false when
+ * `packet_id` is unknown (the caller answers per spec). */
+bool session_on_puback(struct shard *s, struct session *sess, uint16_t packet_id);
+bool session_on_pubrec(struct shard *s, struct session *sess, uint16_t packet_id, bool failed);
+bool session_on_pubcomp(struct shard *s, struct session *sess, uint16_t packet_id);
+
+/* Sends queued messages while the window and the socket have room. */
+void session_pump(struct shard *s, struct session *sess);
+
+/* Inbound QoS 2 packet ids: returns true if `packet_id` is already held (a re-sent PUBLISH);
+ * add returns -ENOMEM/-ENOSPC; remove returns false if it was not held. */
+bool session_qos2_has(const struct session *sess, uint16_t packet_id);
+int session_qos2_add(struct session *sess, uint16_t packet_id);
+bool session_qos2_remove(struct session *sess, uint16_t packet_id);
+
+/* Writes one PUBLISH of `m` to `c`. Returns false when the output has no room. A message over
+ * the client's Maximum Packet Size is dropped, counted, and reported as written. */
+bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m, uint8_t qos,
+                           bool retain, bool dup, uint16_t packet_id, uint32_t sub_id);
+
+/* Writes a packet without payload-sized parts (acks, CONNACK, DISCONNECT...) to `c`.
+ * Returns false when the output has no room. */
+bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_packet *pkt);
+
+/* The conn of `sess` is gone (socket error, EOF, keepalive, takeover, shutdown). Publishes the
+ * will when `publish_will`, ends a non-persistent session, and detaches a persistent one. */
+void session_conn_lost(struct shard *s, struct conn *c, bool publish_will);
+
+/* Delivers `m` (possibly another shard's message, read-only) to `sess` at `qos` with the
+ * retain flag `retain` and v5 subscription identifier `sub_id` (0 = none). QoS 0 goes
+ * straight to the socket (dropped and counted if the client is offline or its output is
+ * full); QoS 1/2 enter the window or the queue (cloning a foreign message). */
+void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
+                     bool retain, uint32_t sub_id);
+
+/* Once per tick: expires offline sessions whose expiry passed. */
+void session_tick(struct shard *s);
+
+#endif

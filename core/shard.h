@@ -1,0 +1,162 @@
+/* core/shard.h - everything one core owns, and the set of shards of the process.
+ *
+ * A shard is one thread pinned to one CPU with one io_uring. It owns its listener socket, its
+ * provided-buffer ring, its connection pool, its sessions, its subscription tree, its copy of
+ * the retained messages and its outbound SPSC rings. Shards share only the rings (one per
+ * ordered pair, written by one side and read by the other) and the wake flags (io/wake.h).
+ * The shard set is built by the main thread before any shard runs and is read-only after.
+ */
+#ifndef KEELMQ_CORE_SHARD_H
+#define KEELMQ_CORE_SHARD_H
+
+#include <pthread.h>
+
+#include "core/base.h"
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/spsc.h"
+#include "io/uring.h"
+#include "io/wake.h"
+
+#define SHARD_MAX 256
+
+struct session_table;
+struct session;
+struct subtree;
+struct retain;
+struct msg;
+
+/* What travels on a shard-pair ring. 16 bytes; the ring's entry size. */
+enum note_kind {
+    NOTE_PUBLISH = 1,         /* `ptr` is the origin's struct msg, read-only until consumed */
+    NOTE_HANDOFF_RELEASE = 2, /* `ptr` is the receiver's struct handoff: free it */
+};
+struct note {
+    uint32_t kind;
+    uint32_t reserved;
+    void *ptr;
+};
+
+/* A connection moving to its home shard: the bytes received so far (CONNECT first). Allocated
+ * by the source shard and freed by it when the target sends NOTE_HANDOFF_RELEASE. */
+struct handoff {
+    uint16_t from_shard;
+    uint32_t len;
+    uint64_t accepted_ms;
+    char peer[48];
+    uint8_t bytes[];
+};
+
+/* Notes that did not fit in a full ring, in order, for one target shard. */
+struct note_backlog {
+    struct note *notes;
+    uint32_t head;
+    uint32_t len;
+    uint32_t cap;
+};
+
+/* Counters of one shard (read by its own thread; reported at shutdown and by later $SYS). */
+struct shard_stats {
+    uint64_t accepted;
+    uint64_t connects;
+    uint64_t closed;
+    uint64_t handoffs_out;
+    uint64_t handoffs_in;
+    uint64_t publishes_in;
+    uint64_t deliveries;
+    uint64_t dropped_qos0;    /* output full or client offline */
+    uint64_t dropped_queue;   /* session queue at mqtt.max_queued_messages */
+    uint64_t dropped_too_large; /* over the client's Maximum Packet Size */
+    uint64_t notes_out;
+    uint64_t notes_in;
+    uint64_t backlogged;
+    uint64_t accept_errors;
+};
+
+/* One session matched by a routing pass (overlapping subscriptions merged). */
+struct route_match {
+    struct session *sess;
+    uint8_t qos;
+    bool retain_as_published;
+    uint32_t sub_id;
+};
+
+struct shard_set;
+
+struct shard {
+    /* Touched by other threads: the wake flags (own cache lines, see io/wake.h). */
+    struct wake wake;
+    /* Everything below is this shard's own. */
+    _Alignas(CACHE_LINE) uint16_t id;
+    uint16_t count;
+    const struct config *cfg;
+    struct shard_set *set;
+    pthread_t thread;
+    bool thread_joined;       /* main thread only */
+    struct io_uring ring;
+    struct uring_bufring rx;
+    int listen_fd;
+    bool accept_armed;
+    bool stopping;
+    bool quiesced;
+    uint32_t handoffs_pending; /* sent handoffs whose release note has not come back */
+    uint64_t now_ms;          /* loop time, updated once per iteration */
+    uint64_t next_tick_ms;
+    /* Connections. */
+    struct conn *conns;
+    uint32_t conn_cap;
+    uint32_t conn_high;       /* conns[0..conn_high) have ever been used */
+    uint32_t conn_live;
+    struct conn *conn_free;
+    struct conn *dirty;       /* conns with output to flush */
+    struct conn *reap;        /* closing conns to check at the end of the iteration */
+    /* Sessions and routing. */
+    struct session_table *sessions;
+    struct subtree *subs;
+    struct retain *retained;
+    uint64_t client_id_counter;
+    struct route_match *matches; /* router scratch, reused by every routing pass */
+    uint32_t match_len;
+    uint32_t match_cap;
+    uint32_t match_stamp;
+    const struct msg *match_msg;
+    /* Cross-shard. out[i]/in[i] are the rings to/from shard i (NULL for i == id). */
+    struct spsc *out[SHARD_MAX];
+    struct spsc *in[SHARD_MAX];
+    struct note_backlog backlog[SHARD_MAX];
+    bool out_dirty[SHARD_MAX];
+    /* Logging. */
+    struct spsc log_ring;
+    struct shard_stats stats;
+    int exit_code;
+};
+
+struct shard_set {
+    uint16_t count;
+    const struct config *cfg;
+    struct shard *shards;      /* count entries */
+    struct spsc *rings;        /* count * count; rings[from * count + to] */
+    uint16_t started;          /* threads created (main thread only) */
+    struct wake_group group;   /* startup and shutdown barriers (io/wake.h) */
+};
+
+/* Main thread: builds the set (rings, listeners, per-shard state). Returns 0 or -errno with
+ * `err`. *bound_port is the listener's port (useful with listener.tcp.port = 0). */
+int shard_set_create(struct shard_set *set, const struct config *cfg, uint16_t *bound_port,
+                     char *err, size_t err_len);
+/* Main thread: starts one pinned thread per shard. Returns 0 or -errno. */
+int shard_set_start(struct shard_set *set, char *err, size_t err_len);
+/* Main thread: asks every shard to stop and wakes it; shard_set_join waits for them. */
+void shard_set_stop(struct shard_set *set);
+int shard_set_join(struct shard_set *set);
+/* Main thread: writes pending log lines of every shard. */
+void shard_set_drain_logs(struct shard_set *set);
+void shard_set_destroy(struct shard_set *set);
+
+/* Shard thread: queues `note` for shard `to` (a backlog keeps order when the ring is full). */
+void shard_post(struct shard *s, uint16_t to, struct note note);
+
+/* The home shard of a client id. */
+uint16_t shard_home(const struct shard *s, struct slice client_id);
+
+#endif

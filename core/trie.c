@@ -1,0 +1,316 @@
+/* core/trie.c - the topic-level trie behind core/subtree.c and core/retain.c.
+ *
+ * One shard's thread only. Knows topic levels and the two wildcard levels, nothing about
+ * subscribers or retained messages (those are the `value` of a node, owned by the user).
+ *
+ * The child table uses linear probing over 8-byte slots {node index, hash tag} kept at most
+ * half full, with backward-shift deletion, so there are no tombstones and a lookup stops at
+ * the first empty slot. The key (parent index, level bytes) is hashed as the level bytes with
+ * the parent index as the seed; a hit is confirmed against the full hash, the parent and the
+ * level bytes stored in the node. Rejected alternatives: a hash table per node (millions of
+ * small tables waste memory) and sorted child arrays (O(log n) with shifting on insert).
+ */
+#include "core/trie.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/hash.h"
+#include "core/topic.h"
+
+#define TRIE_NODES_INITIAL 64u
+#define TRIE_SLOTS_INITIAL 64u
+#define TRIE_SLOTS_MAX (1u << 31)
+
+STATIC_ASSERT((TRIE_SLOTS_INITIAL & (TRIE_SLOTS_INITIAL - 1)) == 0, "slot count power of two");
+STATIC_ASSERT(TRIE_NODES_MAX < TRIE_NONE, "TRIE_NONE is never a node index");
+STATIC_ASSERT(TRIE_NODES_MAX <= TRIE_SLOTS_MAX / 2, "a full node array fits the table");
+
+static void node_reset(struct trie_node *n, uint32_t parent)
+{
+    memset(n, 0, sizeof(*n));
+    n->parent = parent;
+    n->first_child = TRIE_NONE;
+    n->next_sibling = TRIE_NONE;
+    n->prev_sibling = TRIE_NONE;
+    n->plus_child = TRIE_NONE;
+    n->pound_child = TRIE_NONE;
+}
+
+int trie_init(struct trie *t)
+{
+    ASSERT(t != NULL);
+    memset(t, 0, sizeof(*t));
+    t->nodes = malloc(TRIE_NODES_INITIAL * sizeof(*t->nodes));
+    if (t->nodes == NULL)
+        goto fail_nodes;
+    t->slots = malloc(TRIE_SLOTS_INITIAL * sizeof(*t->slots));
+    if (t->slots == NULL)
+        goto fail_slots;
+    for (uint32_t i = 0; i < TRIE_SLOTS_INITIAL; i++)
+        t->slots[i].node_idx = TRIE_NONE;
+    t->slot_mask = TRIE_SLOTS_INITIAL - 1;
+    t->node_cap = TRIE_NODES_INITIAL;
+    t->node_used = 1;
+    t->node_live = 1;
+    t->free_head = TRIE_NONE;
+    node_reset(&t->nodes[TRIE_ROOT], TRIE_NONE);
+    return 0;
+fail_slots:
+    free(t->nodes);
+fail_nodes:
+    return -ENOMEM;
+}
+
+void trie_fini(struct trie *t)
+{
+    ASSERT(t != NULL);
+    for (uint32_t i = 0; i < t->node_used; i++)
+        if (t->nodes[i].level_len > TRIE_LEVEL_INLINE_MAX)
+            free(t->nodes[i].level.heap);
+    free(t->nodes);
+    free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
+
+static bool is_wildcard(struct slice level, uint8_t wildcard)
+{
+    return level.len == 1 && level.ptr[0] == wildcard;
+}
+
+static uint64_t level_hash(uint32_t parent, struct slice level)
+{
+    return hash_bytes_seeded(level.ptr, level.len, parent);
+}
+
+static bool node_is(const struct trie_node *n, uint64_t hash, uint32_t parent, struct slice level)
+{
+    return n->hash == hash && n->parent == parent && n->level_len == level.len &&
+           memcmp(trie_level_bytes(n), level.ptr, level.len) == 0;
+}
+
+/* Looks `level` up under `parent` in the table; `hash` is level_hash(parent, level). */
+static uint32_t table_find(const struct trie *t, uint64_t hash, uint32_t parent,
+                           struct slice level)
+{
+    uint32_t tag = (uint32_t)(hash >> 32);
+    for (uint32_t i = (uint32_t)hash & t->slot_mask;; i = (i + 1) & t->slot_mask) {
+        struct trie_slot slot = t->slots[i];
+        if (slot.node_idx == TRIE_NONE)
+            return TRIE_NONE;
+        if (slot.tag == tag && node_is(&t->nodes[slot.node_idx], hash, parent, level))
+            return slot.node_idx;
+    }
+}
+
+uint32_t trie_child(const struct trie *t, uint32_t parent, struct slice level)
+{
+    ASSERT_HOT(parent < t->node_used);
+    const struct trie_node *p = &t->nodes[parent];
+    if (is_wildcard(level, '+'))
+        return p->plus_child;
+    if (is_wildcard(level, '#'))
+        return p->pound_child;
+    if (p->child_count == 0)
+        return TRIE_NONE; /* leaves are common: skip hashing */
+    return table_find(t, level_hash(parent, level), parent, level);
+}
+
+/* Places `node_idx` in its first free probe slot. The table must have room. */
+static void table_place(struct trie_slot *slots, uint32_t mask, uint64_t hash, uint32_t node_idx)
+{
+    uint32_t i = (uint32_t)hash & mask;
+    while (slots[i].node_idx != TRIE_NONE)
+        i = (i + 1) & mask;
+    slots[i] = (struct trie_slot){ .node_idx = node_idx, .tag = (uint32_t)(hash >> 32) };
+}
+
+/* Doubles the table when one more entry would fill it past one half. */
+static int table_reserve(struct trie *t)
+{
+    uint32_t cap = t->slot_mask + 1;
+    if ((t->slot_used + 1) * 2 <= cap)
+        return 0;
+    if (cap >= TRIE_SLOTS_MAX)
+        return -ENOMEM;
+    uint32_t new_cap = cap * 2;
+    struct trie_slot *slots = malloc((size_t)new_cap * sizeof(*slots));
+    if (slots == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < new_cap; i++)
+        slots[i].node_idx = TRIE_NONE;
+    for (uint32_t i = 0; i < cap; i++) {
+        uint32_t idx = t->slots[i].node_idx;
+        if (idx != TRIE_NONE)
+            table_place(slots, new_cap - 1, t->nodes[idx].hash, idx);
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->slot_mask = new_cap - 1;
+    return 0;
+}
+
+/* Removes `node_idx` (present) by backward shift: each later entry of the probe run moves
+ * into the hole unless its home slot lies cyclically after the hole, up to its position. */
+static void table_remove(struct trie *t, uint32_t node_idx)
+{
+    uint32_t mask = t->slot_mask;
+    uint32_t hole = (uint32_t)t->nodes[node_idx].hash & mask;
+    while (t->slots[hole].node_idx != node_idx) {
+        ASSERT_HOT(t->slots[hole].node_idx != TRIE_NONE);
+        hole = (hole + 1) & mask;
+    }
+    for (uint32_t j = (hole + 1) & mask; t->slots[j].node_idx != TRIE_NONE; j = (j + 1) & mask) {
+        uint32_t home = (uint32_t)t->nodes[t->slots[j].node_idx].hash & mask;
+        bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (stays)
+            continue;
+        t->slots[hole] = t->slots[j];
+        hole = j;
+    }
+    t->slots[hole].node_idx = TRIE_NONE;
+    t->slot_used--;
+}
+
+/* Takes a node index from the free list or the end of the array. Returns 0 or -ENOMEM. */
+static int node_alloc(struct trie *t, uint32_t *idx)
+{
+    if (t->free_head != TRIE_NONE) {
+        *idx = t->free_head;
+        t->free_head = t->nodes[*idx].next_sibling;
+        return 0;
+    }
+    if (t->node_used == t->node_cap) {
+        if (t->node_cap >= TRIE_NODES_MAX)
+            return -ENOMEM;
+        uint32_t new_cap = MIN(t->node_cap * 2, (uint32_t)TRIE_NODES_MAX);
+        struct trie_node *nodes = realloc(t->nodes, (size_t)new_cap * sizeof(*nodes));
+        if (nodes == NULL)
+            return -ENOMEM;
+        t->nodes = nodes;
+        t->node_cap = new_cap;
+    }
+    *idx = t->node_used++;
+    return 0;
+}
+
+static void node_release(struct trie *t, uint32_t idx)
+{
+    struct trie_node *n = &t->nodes[idx];
+    if (n->level_len > TRIE_LEVEL_INLINE_MAX)
+        free(n->level.heap);
+    node_reset(n, TRIE_NONE);
+    n->next_sibling = t->free_head;
+    t->free_head = idx;
+}
+
+/* Creates the child `level` of `parent` (absent). Returns 0 or -ENOMEM with nothing changed. */
+static int child_create(struct trie *t, uint32_t parent, struct slice level, uint32_t *child)
+{
+    bool is_plus = is_wildcard(level, '+');
+    bool is_pound = is_wildcard(level, '#');
+    if (!is_plus && !is_pound && table_reserve(t) != 0)
+        return -ENOMEM;
+    uint32_t idx;
+    if (node_alloc(t, &idx) != 0)
+        return -ENOMEM;
+    struct trie_node *n = &t->nodes[idx];
+    node_reset(n, parent);
+    if (level.len > TRIE_LEVEL_INLINE_MAX) {
+        n->level.heap = malloc(level.len);
+        if (n->level.heap == NULL) {
+            node_release(t, idx);
+            return -ENOMEM;
+        }
+        memcpy(n->level.heap, level.ptr, level.len);
+    } else if (level.len > 0) {
+        memcpy(n->level.bytes, level.ptr, level.len);
+    }
+    n->level_len = level.len;
+    struct trie_node *p = &t->nodes[parent];
+    if (is_plus) {
+        p->plus_child = idx;
+    } else if (is_pound) {
+        p->pound_child = idx;
+    } else {
+        n->hash = level_hash(parent, level);
+        table_place(t->slots, t->slot_mask, n->hash, idx);
+        t->slot_used++;
+    }
+    n->next_sibling = p->first_child;
+    if (p->first_child != TRIE_NONE)
+        t->nodes[p->first_child].prev_sibling = idx;
+    p->first_child = idx;
+    p->child_count++;
+    t->node_live++;
+    *child = idx;
+    return 0;
+}
+
+uint32_t trie_find(const struct trie *t, struct slice path)
+{
+    ASSERT_HOT(path.len > 0);
+    uint32_t idx = TRIE_ROOT;
+    uint32_t pos = 0;
+    struct slice level;
+    while (idx != TRIE_NONE && topic_level_next(path, &pos, &level))
+        idx = trie_child(t, idx, level);
+    return idx;
+}
+
+int trie_insert(struct trie *t, struct slice path, uint32_t *node)
+{
+    ASSERT(node != NULL);
+    ASSERT_HOT(path.len > 0);
+    uint32_t idx = TRIE_ROOT;
+    uint32_t pos = 0;
+    struct slice level;
+    while (topic_level_next(path, &pos, &level)) {
+        uint32_t child = trie_child(t, idx, level);
+        if (child == TRIE_NONE && child_create(t, idx, level, &child) != 0) {
+            trie_prune(t, idx); /* undo the nodes this call created, if any */
+            return -ENOMEM;
+        }
+        idx = child;
+    }
+    *node = idx;
+    return 0;
+}
+
+/* Unlinks the empty node `idx` from its parent and frees it. */
+static void node_unlink(struct trie *t, uint32_t idx)
+{
+    struct trie_node *n = &t->nodes[idx];
+    struct trie_node *p = &t->nodes[n->parent];
+    ASSERT_HOT(n->value == NULL && n->child_count == 0);
+    if (p->plus_child == idx)
+        p->plus_child = TRIE_NONE;
+    else if (p->pound_child == idx)
+        p->pound_child = TRIE_NONE;
+    else
+        table_remove(t, idx);
+    if (n->prev_sibling != TRIE_NONE)
+        t->nodes[n->prev_sibling].next_sibling = n->next_sibling;
+    else
+        p->first_child = n->next_sibling;
+    if (n->next_sibling != TRIE_NONE)
+        t->nodes[n->next_sibling].prev_sibling = n->prev_sibling;
+    ASSERT(p->child_count > 0);
+    p->child_count--;
+    t->node_live--;
+    node_release(t, idx);
+}
+
+void trie_prune(struct trie *t, uint32_t node)
+{
+    ASSERT(node < t->node_used);
+    while (node != TRIE_ROOT) {
+        const struct trie_node *n = &t->nodes[node];
+        if (n->value != NULL || n->child_count != 0)
+            return;
+        uint32_t parent = n->parent;
+        node_unlink(t, node);
+        node = parent;
+    }
+}
