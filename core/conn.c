@@ -94,7 +94,7 @@ static bool buf_append(struct conn_buf *b, const uint8_t *p, uint32_t n)
  * body arrives (MQTT-3.1.2-24 lets us close; 0x95 tells them why). */
 static void reject_oversize(struct shard *s, struct conn *c, uint32_t frame_len)
 {
-    LOG_INFO("conn", "packet_too_large peer=%s len=%u max=%u", c->peer, frame_len,
+    LOG_INFO("conn", "packet_too_large conn=%s len=%u max=%u", c->label, frame_len,
              s->cfg->max_packet_size);
     if (c->version == MQTT_V5 && c->state == CONN_ACTIVE) {
         struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
@@ -111,7 +111,7 @@ static void reject_oversize(struct shard *s, struct conn *c, uint32_t frame_len)
 
 static void reject_malformed(struct shard *s, struct conn *c)
 {
-    LOG_INFO("conn", "malformed_header peer=%s", c->peer);
+    LOG_INFO("conn", "malformed_header conn=%s", c->label);
     if (c->version == MQTT_V5 && c->state == CONN_ACTIVE) {
         struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
         pkt.reason.rc = MQTT_RC_MALFORMED;
@@ -125,41 +125,43 @@ static void reject_malformed(struct shard *s, struct conn *c)
     conn_close(s, c, "malformed fixed header");
 }
 
-/* Continues a frame that is partly in `c->in`. Returns bytes of `data` consumed, or -1 when
- * the conn must stop (error or a handler said stop). */
-static int64_t feed_partial(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len)
+/* Continues a frame that is partly in `c->in`. Sets *used to the bytes of `data` consumed
+ * (always, also when stopping: the caller stashes only what follows them). Returns false when
+ * the conn must stop (an error, or a handler said stop). */
+static bool feed_partial(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len,
+                         uint32_t *used)
 {
-    uint32_t used = 0;
+    *used = 0;
     if (c->in_frame_len == 0) {
         /* Header incomplete: take bytes one at a time until it parses (at most 5). */
-        while (used < len && c->in_frame_len == 0) {
-            if (!buf_append(&c->in, data + used, 1))
-                return -1;
-            used++;
+        while (*used < len && c->in_frame_len == 0) {
+            if (!buf_append(&c->in, data + *used, 1))
+                return false;
+            (*used)++;
             uint32_t frame_len = 0;
             int rc = codec_frame(c->in.data, c->in.len, &frame_len);
             if (rc < 0) {
                 reject_malformed(s, c);
-                return -1;
+                return false;
             }
             if (rc > 0) {
                 if (frame_len > s->cfg->max_packet_size) {
                     reject_oversize(s, c, frame_len);
-                    return -1;
+                    return false;
                 }
                 c->in_frame_len = frame_len;
             }
         }
         if (c->in_frame_len == 0)
-            return used;
+            return true;
     }
     uint32_t want = c->in_frame_len - c->in.len;
-    uint32_t take = MIN(want, len - used);
-    if (!buf_append(&c->in, data + used, take))
-        return -1;
-    used += take;
+    uint32_t take = MIN(want, len - *used);
+    if (!buf_append(&c->in, data + *used, take))
+        return false;
+    *used += take;
     if (c->in.len < c->in_frame_len)
-        return used;
+        return true;
     /* Complete. The frame buffer is detached while it is dispatched, so a handler that stashes
      * input (a handoff) can use `in` again. */
     struct conn_buf frame = c->in;
@@ -172,7 +174,7 @@ static int64_t feed_partial(struct shard *s, struct conn *c, const uint8_t *data
     } else {
         free(frame.data);
     }
-    return go_on ? (int64_t)used : -1;
+    return go_on;
 }
 
 void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len)
@@ -199,12 +201,13 @@ void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t le
             return;
         }
         if (c->in.len > 0) {
-            int64_t used = feed_partial(s, c, data + off, len - off);
-            if (used < 0) {
+            uint32_t used;
+            bool go_on = feed_partial(s, c, data + off, len - off, &used);
+            off += used;
+            if (!go_on) {
                 conn_stash(s, c, data + off, len - off);
                 return;
             }
-            off += (uint32_t)used;
             continue;
         }
         uint32_t frame_len = 0;
@@ -336,6 +339,9 @@ void conn_on_send(struct shard *s, struct conn *c, int res)
     }
     c->sending.len = 0;
     c->send_off = 0;
+    /* Room again: messages that waited for the socket (not for the window) go now. */
+    if (c->session != NULL && c->session->queue_len > 0)
+        session_pump(s, c->session);
     if (c->out.len > 0 && !c->is_dirty) {
         c->is_dirty = true;
         c->dirty_next = s->dirty;
@@ -350,7 +356,7 @@ void conn_close(struct shard *s, struct conn *c, const char *reason)
     if (c->state == CONN_CLOSING || c->state == CONN_FREE)
         return;
     ASSERT(c->session == NULL); /* session_conn_lost detached it first */
-    LOG_DEBUG("conn", "close peer=%s reason=\"%s\"", c->peer, reason);
+    LOG_DEBUG("conn", "close conn=%s reason=\"%s\"", c->label, reason);
     (void)reason;
     c->state = CONN_CLOSING;
     c->closing_ms = s->now_ms;

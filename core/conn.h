@@ -72,7 +72,7 @@ struct conn {
     struct handoff *handoff; /* source side of a handoff in progress */
     struct conn *dirty_next;
     struct conn *free_next;
-    char peer[48];           /* "ip:port" for logs */
+    char label[24];          /* "shard/slot" for logs (a direct descriptor has no getpeername) */
 };
 
 /* Allocates a conn for direct descriptor `slot`. NULL when the pool is empty. */

@@ -27,7 +27,7 @@
 /* Ends the connection for a peer error: DISCONNECT(rc) on v5, plain close on v3. */
 static bool fail(struct shard *s, struct conn *c, enum mqtt_rc rc, const char *what)
 {
-    LOG_INFO("conn", "protocol_error peer=%s client=%s rc=0x%02x what=\"%s\"", c->peer,
+    LOG_INFO("conn", "protocol_error conn=%s client=%s rc=0x%02x what=\"%s\"", c->label,
              c->session ? c->session->client_id : "-", rc, what);
     if (c->version == MQTT_V5) {
         struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
@@ -46,7 +46,7 @@ static bool fail(struct shard *s, struct conn *c, enum mqtt_rc rc, const char *w
 static bool refuse_connect(struct shard *s, struct conn *c, enum mqtt_rc v5_rc,
                            enum mqtt_v3_connack v3_rc, const char *what)
 {
-    LOG_INFO("conn", "connect_refused peer=%s version=%u rc=0x%02x what=\"%s\"", c->peer,
+    LOG_INFO("conn", "connect_refused conn=%s version=%u rc=0x%02x what=\"%s\"", c->label,
              c->version, c->version == MQTT_V5 ? (unsigned)v5_rc : (unsigned)v3_rc, what);
     struct mqtt_packet pkt = { .type = MQTT_CONNACK };
     pkt.connack.rc = c->version == MQTT_V5 ? (uint8_t)v5_rc : (uint8_t)v3_rc;
@@ -109,7 +109,7 @@ void dispatch_handoff_send(struct shard *s, struct conn *c)
     h->from_shard = s->id;
     h->len = c->in.len;
     h->accepted_ms = c->accepted_ms;
-    memcpy(h->peer, c->peer, sizeof(h->peer));
+    memcpy(h->label, c->label, sizeof(h->label));
     memcpy(h->bytes, c->in.data, c->in.len);
     c->in.len = 0;
     c->handoff = h;
@@ -130,7 +130,7 @@ void dispatch_handoff_sent(struct shard *s, struct conn *c, int res)
     if (res < 0) {
         /* The target's descriptor table is full (-ENFILE) or it is gone: nobody else has the
          * socket, so it is ours to close. */
-        LOG_WARN("conn", "handoff_failed peer=%s target=%u err=%d", c->peer, c->handoff_target,
+        LOG_WARN("conn", "handoff_failed conn=%s target=%u err=%d", c->label, c->handoff_target,
                  res);
         free(h);
         s->handoffs_pending--;
@@ -146,13 +146,13 @@ void dispatch_handoff_in(struct shard *s, int slot, const struct handoff *h)
     struct conn *c = s->stopping ? NULL : conn_alloc(s, slot);
     if (c == NULL) {
         if (!s->stopping)
-            LOG_WARN("conn", "handoff_refused peer=%s reason=pool_full", h->peer);
+            LOG_WARN("conn", "handoff_refused conn=%s reason=pool_full", h->label);
         struct io_uring_sqe *sqe = uring_sqe(&s->ring);
         io_uring_prep_close_direct(sqe, (unsigned)slot);
         io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_NONE, 0, 0));
     } else {
         s->stats.handoffs_in++;
-        memcpy(c->peer, h->peer, sizeof(c->peer));
+        snprintf(c->label, sizeof(c->label), "%u/%d", s->id, slot);
         c->accepted_ms = h->accepted_ms;
         conn_arm_recv(s, c);
         conn_feed(s, c, h->bytes, h->len);
@@ -170,7 +170,7 @@ static struct session *take_session(struct shard *s, struct slice id, bool clean
     struct session *sess = session_find(s->sessions, id);
     if (sess != NULL && sess->conn != NULL) {
         struct conn *old = sess->conn;
-        LOG_INFO("session", "takeover client=%s old_peer=%s", sess->client_id, old->peer);
+        LOG_INFO("session", "takeover client=%s old_conn=%s", sess->client_id, old->label);
         if (old->version == MQTT_V5) {
             struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
             pkt.reason.rc = MQTT_RC_SESSION_TAKEN_OVER;
@@ -324,8 +324,8 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
         return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at CONNACK");
     }
     s->stats.connects++;
-    LOG_INFO("session", "connect client=%s peer=%s version=%u clean=%d present=%d keepalive=%u",
-             sess->client_id, c->peer, c->version, cn->clean_start, present, keepalive);
+    LOG_INFO("session", "connect client=%s conn=%s version=%u clean=%d present=%d keepalive=%u",
+             sess->client_id, c->label, c->version, cn->clean_start, present, keepalive);
     session_attach(s, sess, c);
     return true;
 }
@@ -334,7 +334,7 @@ static bool on_first_packet(struct shard *s, struct conn *c, const uint8_t *fram
                             uint32_t len)
 {
     if ((frame[0] >> 4) != MQTT_CONNECT) {
-        LOG_INFO("conn", "first_packet_not_connect peer=%s type=%u", c->peer, frame[0] >> 4);
+        LOG_INFO("conn", "first_packet_not_connect conn=%s type=%u", c->label, frame[0] >> 4);
         conn_close(s, c, "first packet not CONNECT");
         return false;
     }
@@ -351,7 +351,7 @@ static bool on_first_packet(struct shard *s, struct conn *c, const uint8_t *fram
             c->version = MQTT_V5;
             return refuse_connect(s, c, rc, MQTT_V3_SERVER_UNAVAILABLE, "bad CONNECT");
         }
-        LOG_INFO("conn", "bad_connect peer=%s rc=0x%02x", c->peer, rc);
+        LOG_INFO("conn", "bad_connect conn=%s rc=0x%02x", c->label, rc);
         conn_close(s, c, "bad CONNECT");
         return false;
     }

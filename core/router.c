@@ -63,11 +63,17 @@ static void deliver_local(struct shard *s, const struct msg *m)
     s->match_len = 0;
     s->match_msg = m;
     subtree_match(s->subs, m->topic, collect, s);
+    /* Encodings are shared within this pass only: after it, `m` may be freed and its address
+     * reused by another message. */
+    s->encoded.msg = m;
+    s->encoded.variant_count = 0;
+    s->encoded.used = 0;
     for (uint32_t i = 0; i < s->match_len; i++) {
         struct route_match *e = &s->matches[i];
         bool retain = e->retain_as_published && m->retain;
         session_deliver(s, e->sess, m, MIN(m->qos, e->qos), retain, e->sub_id);
     }
+    s->encoded.msg = NULL;
     s->match_msg = NULL;
 }
 

@@ -210,9 +210,63 @@ bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_pac
     return true;
 }
 
+/* The cached encoding of this variant of the message being routed, or NULL. */
+static const struct encode_variant *cached_variant(const struct encode_cache *ec,
+                                                   const struct msg *m, uint8_t version,
+                                                   uint8_t qos, bool retain, bool dup,
+                                                   uint32_t sub_id)
+{
+    if (ec->msg != m)
+        return NULL;
+    for (uint32_t i = 0; i < ec->variant_count; i++) {
+        const struct encode_variant *v = &ec->variants[i];
+        if (v->version == version && v->qos == qos && v->retain == retain && v->dup == dup &&
+            v->sub_id == sub_id)
+            return v;
+    }
+    return NULL;
+}
+
+/* Remembers the encoding at `bytes` for the rest of the routing pass, if there is room. */
+static void cache_variant(struct encode_cache *ec, const struct mqtt_packet *pkt,
+                          uint8_t version, uint32_t sub_id, const uint8_t *bytes, uint32_t len)
+{
+    if (ec->variant_count == ENCODE_CACHE_VARIANTS || len > ENCODE_CACHE_BYTES_MAX - ec->used)
+        return;
+    uint32_t frame_len = 0;
+    int header_len = codec_frame(bytes, len, &frame_len);
+    ASSERT(header_len > 0 && frame_len == len);
+    struct encode_variant *v = &ec->variants[ec->variant_count++];
+    *v = (struct encode_variant){
+        .version = version, .qos = pkt->publish.qos, .retain = pkt->publish.retain,
+        .dup = pkt->publish.dup, .sub_id = sub_id, .off = ec->used, .len = len,
+        .packet_id_off = (uint32_t)header_len + 2 + pkt->publish.topic.len,
+    };
+    memcpy(ec->bytes + ec->used, bytes, len);
+    ec->used += len;
+}
+
 bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m, uint8_t qos,
                            bool retain, bool dup, uint16_t packet_id, uint32_t sub_id)
 {
+    const struct encode_variant *v =
+        cached_variant(&s->encoded, m, c->version, qos, retain, dup, sub_id);
+    if (v != NULL) {
+        if (v->len > c->max_packet_out) {
+            s->stats.dropped_too_large++;
+            return true; /* MQTT-3.1.2-25: discard it as if it had been sent. */
+        }
+        uint8_t *p = conn_out_reserve(s, c, v->len);
+        if (p == NULL)
+            return false;
+        memcpy(p, s->encoded.bytes + v->off, v->len);
+        if (qos > 0) {
+            p[v->packet_id_off] = (uint8_t)(packet_id >> 8);
+            p[v->packet_id_off + 1] = (uint8_t)packet_id;
+        }
+        s->stats.deliveries++;
+        return true;
+    }
     struct mqtt_packet pkt = { .type = MQTT_PUBLISH };
     pkt.publish.qos = qos;
     pkt.publish.dup = dup;
@@ -237,6 +291,8 @@ bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m,
         return false;
     uint32_t written = codec_encode(&pkt, c->version, p);
     ASSERT(written == n);
+    if (s->encoded.msg == m)
+        cache_variant(&s->encoded, &pkt, c->version, sub_id, p, n);
     s->stats.deliveries++;
     return true;
 }

@@ -178,14 +178,6 @@ static void arm_accept(struct shard *s)
     s->accept_armed = true;
 }
 
-static void describe_peer(struct shard *s, struct conn *c)
-{
-    (void)s;
-    /* getpeername needs an fd and ours is a direct descriptor: the address is filled in lazily
-     * by later work (the accept CQE has none). Logs carry the client id instead. */
-    snprintf(c->peer, sizeof(c->peer), "slot%d", c->slot);
-}
-
 static void on_accept(struct shard *s, struct io_uring_cqe *cqe)
 {
     if (!(cqe->flags & IORING_CQE_F_MORE))
@@ -211,7 +203,7 @@ static void on_accept(struct shard *s, struct io_uring_cqe *cqe)
         io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_NONE, 0, 0));
         return;
     }
-    describe_peer(s, c);
+    snprintf(c->label, sizeof(c->label), "%u/%d", s->id, c->slot);
     conn_arm_recv(s, c);
 }
 

@@ -43,7 +43,7 @@ struct handoff {
     uint16_t from_shard;
     uint32_t len;
     uint64_t accepted_ms;
-    char peer[48];
+    char label[24];
     uint8_t bytes[];
 };
 
@@ -79,6 +79,30 @@ struct route_match {
     uint8_t qos;
     bool retain_as_published;
     uint32_t sub_id;
+};
+
+/* The PUBLISH encodings of the message being routed, one per variant, so a fan-out encodes
+ * once per variant and copies bytes to every subscriber (DESIGN 4). Valid for one routing
+ * pass only: `msg` is cleared at the end of the pass. */
+#define ENCODE_CACHE_VARIANTS 8
+#define ENCODE_CACHE_BYTES_MAX 16384u /* bytes for all variants; what does not fit is encoded
+                                       * per subscriber */
+struct encode_variant {
+    uint8_t version;
+    uint8_t qos;
+    bool retain;
+    bool dup;
+    uint32_t sub_id;
+    uint32_t off;            /* in encode_cache.bytes */
+    uint32_t len;
+    uint32_t packet_id_off;  /* where the packet id sits, for QoS > 0 */
+};
+struct encode_cache {
+    const struct msg *msg;
+    uint32_t variant_count;
+    uint32_t used;
+    struct encode_variant variants[ENCODE_CACHE_VARIANTS];
+    uint8_t bytes[ENCODE_CACHE_BYTES_MAX];
 };
 
 struct shard_set;
@@ -120,6 +144,7 @@ struct shard {
     uint32_t match_cap;
     uint32_t match_stamp;
     const struct msg *match_msg;
+    struct encode_cache encoded;
     /* Cross-shard. out[i]/in[i] are the rings to/from shard i (NULL for i == id). */
     struct spsc *out[SHARD_MAX];
     struct spsc *in[SHARD_MAX];
