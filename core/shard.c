@@ -35,6 +35,7 @@
 #include "core/subtree.h"
 
 #define SHARD_TICK_MS 250u
+#define SHARD_EXPIRY_SCAN_MS 1000u /* session expiry is in whole seconds */
 #define SHARD_CQE_BATCH_MAX 1024u   /* completions handled per iteration before other work */
 #define SHARD_RING_ENTRIES 4096u    /* io_uring SQ entries */
 #define SHARD_CLOSE_FLUSH_MS 2000u  /* a closing conn's output gets this long to drain */
@@ -425,8 +426,10 @@ static void shard_loop(struct shard *s)
         if (s->now_ms >= s->next_tick_ms) {
             s->next_tick_ms = s->now_ms + (s->stopping ? 10u : SHARD_TICK_MS);
             tick_conns(s);
-            if (!s->stopping)
+            if (!s->stopping && s->now_ms >= s->next_expiry_scan_ms) {
+                s->next_expiry_scan_ms = s->now_ms + SHARD_EXPIRY_SCAN_MS;
                 session_tick(s);
+            }
         }
         if (!s->stopping && wake_stop_requested(&s->wake))
             begin_stop(s);

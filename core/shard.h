@@ -126,6 +126,7 @@ struct shard {
     uint32_t handoffs_pending; /* sent handoffs whose release note has not come back */
     uint64_t now_ms;          /* loop time, updated once per iteration */
     uint64_t next_tick_ms;
+    uint64_t next_expiry_scan_ms;
     /* Connections. */
     struct conn *conns;
     uint32_t conn_cap;
