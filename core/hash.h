@@ -1,10 +1,13 @@
 /* core/hash.h - the one place that wraps xxHash (STYLE 2: each third-party library is wrapped
  * in one place).
  *
- * Non-cryptographic 64-bit hashing for in-memory tables (topic tries, lookup tables). Not for
- * anything an attacker may exploit beyond table collisions, and not stable across xxHash
- * versions, so never persist a value computed here. Pure; any thread. The build defines
- * XXH_INLINE_ALL, so these compile to inlined XXH3 code with no library to link.
+ * Non-cryptographic 64-bit hashing: in-memory tables (topic tries, lookup tables), client id
+ * home shards, and values that are persisted: commit log record checksums and consume-queue
+ * ids. Persisting them is safe because XXH3's output is frozen since xxHash 0.8.0 (the
+ * consume-queue run files also store a probe hash, so a changed XXH3 would be caught at
+ * open). Not for anything an attacker may exploit beyond table collisions. Pure; any thread.
+ * The build defines XXH_INLINE_ALL, so these compile to inlined XXH3 code with no library to
+ * link.
  */
 #ifndef KEELMQ_CORE_HASH_H
 #define KEELMQ_CORE_HASH_H
