@@ -174,6 +174,11 @@ uint32_t codec_size(const struct mqtt_packet *pkt, uint8_t version);
 /* Encodes `pkt` into `out`, which must have codec_size() bytes. Returns bytes written. */
 uint32_t codec_encode(const struct mqtt_packet *pkt, uint8_t version, uint8_t *out);
 
+/* Decodes a PUBLISH property block in wire form without its length prefix (a stored
+ * mqtt_props.raw) into a zeroed `out`, borrowing from `block`. Returns MQTT_RC_SUCCESS or the
+ * decode error. */
+enum mqtt_rc codec_publish_props_decode(struct slice block, struct mqtt_props *out);
+
 /* Walks a wire-form property block. Returns true and sets *id and *value (the property's
  * value bytes, for strings and binary without their length prefix; for integers the raw
  * big-endian bytes; for a string pair, the key, with the value in *value2) for the property

@@ -296,12 +296,18 @@ static enum mqtt_rc props_store(uint8_t id, struct slice value, struct slice val
 enum mqtt_rc codec_props_decode(struct codec_reader *r, enum codec_props_ctx ctx,
                                 struct mqtt_props *out)
 {
-    ASSERT(ctx < CODEC_PROPS_CTX_COUNT);
-    ASSERT(out->present == 0);
     uint32_t block_len;
     struct slice block;
     if (!codec_read_varint(r, &block_len) || !codec_read_bytes(r, block_len, &block))
         return MQTT_RC_MALFORMED;
+    return codec_props_decode_block(block, ctx, out);
+}
+
+enum mqtt_rc codec_props_decode_block(struct slice block, enum codec_props_ctx ctx,
+                                      struct mqtt_props *out)
+{
+    ASSERT(ctx < CODEC_PROPS_CTX_COUNT);
+    ASSERT(out->present == 0);
     out->raw = block;
 
     uint64_t repeatable = BIT(MQTT_PROP_USER_PROPERTY);
@@ -490,4 +496,9 @@ void codec_props_write(struct codec_writer *w, const struct mqtt_props *p,
     uint64_t start = w->pos;
     props_write_body(w, p, ctx);
     ASSERT(w->pos - start == counter.pos);
+}
+
+enum mqtt_rc codec_publish_props_decode(struct slice block, struct mqtt_props *out)
+{
+    return codec_props_decode_block(block, CODEC_PROPS_PUBLISH, out);
 }

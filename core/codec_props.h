@@ -110,6 +110,10 @@ void codec_write_binary(struct codec_writer *w, struct slice s);
 enum mqtt_rc codec_props_decode(struct codec_reader *r, enum codec_props_ctx ctx,
                                 struct mqtt_props *out);
 
+/* The same for a block without its length prefix (as kept in mqtt_props.raw). */
+enum mqtt_rc codec_props_decode_block(struct slice block, enum codec_props_ctx ctx,
+                                      struct mqtt_props *out);
+
 /* True if `p` would write no byte besides a zero property length. */
 bool codec_props_is_empty(const struct mqtt_props *p);
 

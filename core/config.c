@@ -25,6 +25,7 @@
 #define CONFIG_KEY_MAX 64    /* longer keys cannot match any row, so they are unknown */
 #define CONFIG_SHARD_MAX 256
 #define CONFIG_RECV_BUFFER_ALIGN 512
+#define CONFIG_STORE_BLOCK 4096u /* store/record.h RECORD_BLOCK: O_DIRECT write unit */
 
 enum config_type {
     CONFIG_U16,       /* uint16_t, decimal in min..max */
@@ -33,7 +34,7 @@ enum config_type {
     CONFIG_BOOL,      /* bool, true|false|yes|no|on|off|1|0 */
     CONFIG_STRING,    /* char[CONFIG_STR_MAX] */
     CONFIG_ADDRESS,   /* char[CONFIG_STR_MAX] holding an IPv4 or IPv6 literal */
-    CONFIG_LOG_LEVEL, /* enum log_level, by name */
+    CONFIG_NAMED,     /* an enum stored as int, given by one of the row's `names` */
 };
 
 struct config_key {
@@ -45,12 +46,20 @@ struct config_key {
     bool is_power_of_two;  /* numeric types only */
     const char *default_text;
     const char *help;
+    const char *const *names; /* CONFIG_NAMED: value i is names[i]; NULL-terminated */
 };
 
 #define KEY_NUMBER(name_, type_, field_, min_, max_, pow2_, default_, help_)                    \
-    { name_, type_, offsetof(struct config, field_), min_, max_, pow2_, default_, help_ }
+    { name_, type_, offsetof(struct config, field_), min_, max_, pow2_, default_, help_, NULL }
 #define KEY_OTHER(name_, type_, field_, default_, help_)                                       \
-    { name_, type_, offsetof(struct config, field_), 0, 0, false, default_, help_ }
+    { name_, type_, offsetof(struct config, field_), 0, 0, false, default_, help_, NULL }
+#define KEY_NAMED(name_, field_, names_, default_, help_)                                      \
+    { name_, CONFIG_NAMED, offsetof(struct config, field_), 0, 0, false, default_, help_, names_ }
+
+static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
+static const char *const flush_mode_names[] = { "sync", "async", NULL };
+STATIC_ASSERT(sizeof(enum log_level) == sizeof(int) && sizeof(enum store_flush) == sizeof(int),
+              "CONFIG_NAMED stores an int");
 
 /* Keep docs/configuration.md in step with this table. */
 static const struct config_key config_keys[] = {
@@ -72,7 +81,14 @@ static const struct config_key config_keys[] = {
                "entries of each shard-to-shard SPSC ring"),
     KEY_OTHER("store.dir", CONFIG_STRING, store_dir, "./data",
               "directory of the persistent store"),
-    KEY_OTHER("log.level", CONFIG_LOG_LEVEL, log_level, "info",
+    KEY_NUMBER("store.segment_bytes", CONFIG_U32, store_segment_bytes, 1048576, 2147483648u,
+               false, "134217728",
+               "commit log segment size in bytes (a multiple of 4096); logs roll at this size"),
+    KEY_NAMED("store.flush", store_flush, flush_mode_names, "sync",
+              "sync: QoS 1/2 acked once durable; async: acked on append, flushed periodically"),
+    KEY_NUMBER("store.flush_interval_ms", CONFIG_U32, store_flush_interval_ms, 1, 60000, false,
+               "10", "store.flush = async: longest time appended data waits for a flush"),
+    KEY_NAMED("log.level", log_level, log_level_names, "info",
               "least severe level logged: error|warn|info|debug"),
     KEY_NUMBER("mqtt.max_packet_size", CONFIG_U32, max_packet_size, 16, 268435460, false,
                "1048576", "largest MQTT packet accepted, in bytes"),
@@ -94,12 +110,6 @@ static const struct config_key config_keys[] = {
                "4194304", "bytes queued for sending per connection before it counts as slow"),
 };
 
-static const char *const log_level_names[] = {
-    [LOG_ERROR] = "error",
-    [LOG_WARN] = "warn",
-    [LOG_INFO] = "info",
-    [LOG_DEBUG] = "debug",
-};
 
 STATIC_ASSERT(CONFIG_STR_MAX >= INET6_ADDRSTRLEN, "a bind address must fit");
 STATIC_ASSERT(CONFIG_ERR_MAX > CONFIG_KEY_MAX + 128, "an error must hold a key and a reason");
@@ -271,15 +281,23 @@ static int set_value(struct config *cfg, const struct config_key *key, const cha
     case CONFIG_STRING:
     case CONFIG_ADDRESS:
         return set_string(key, text, len, field, err, err_len);
-    case CONFIG_LOG_LEVEL:
-        for (size_t i = 0; i < ARRAY_LEN(log_level_names); i++) {
-            if (text_is(text, len, log_level_names[i])) {
-                *(enum log_level *)field = (enum log_level)i;
+    case CONFIG_NAMED: {
+        size_t n = 0;
+        for (; key->names[n] != NULL; n++) {
+            if (text_is(text, len, key->names[n])) {
+                *(int *)field = (int)n;
                 return 0;
             }
         }
-        set_error(err, err_len, "not one of error|warn|info|debug");
+        char choices[128] = "";
+        for (size_t i = 0; i < n; i++) {
+            size_t used = strlen(choices);
+            snprintf(choices + used, sizeof(choices) - used, "%s%s", i ? "|" : "",
+                     key->names[i]);
+        }
+        set_error(err, err_len, "not one of %s", choices);
         return -EINVAL;
+    }
     }
     ASSERT(false && "unknown config type");
     return -EINVAL;
@@ -491,10 +509,12 @@ static void format_value(const struct config *cfg, const struct config_key *key,
         /* The precision bounds the read if code stored an unterminated string. */
         snprintf(out, out_len, "%.*s", CONFIG_STR_MAX, field);
         return;
-    case CONFIG_LOG_LEVEL: {
-        enum log_level level = *(const enum log_level *)field;
-        bool is_known = (size_t)level < ARRAY_LEN(log_level_names);
-        snprintf(out, out_len, "%s", is_known ? log_level_names[level] : "?");
+    case CONFIG_NAMED: {
+        int v = *(const int *)field;
+        size_t n = 0;
+        while (key->names[n] != NULL)
+            n++;
+        snprintf(out, out_len, "%s", v >= 0 && (size_t)v < n ? key->names[v] : "?");
         return;
     }
     }
@@ -554,6 +574,18 @@ int config_finalize(struct config *cfg, char *err, size_t err_len)
     if (cfg->shard_recv_buffer_size % CONFIG_RECV_BUFFER_ALIGN != 0) {
         set_error(err, err_len, "shard.recv_buffer_size: not a multiple of %d",
                   CONFIG_RECV_BUFFER_ALIGN);
+        return -EINVAL;
+    }
+    if (cfg->store_segment_bytes % CONFIG_STORE_BLOCK != 0) {
+        set_error(err, err_len, "store.segment_bytes: not a multiple of %u", CONFIG_STORE_BLOCK);
+        return -EINVAL;
+    }
+    /* A record never spans segments: the largest message plus its header and a block of
+     * padding must fit in one. */
+    if ((uint64_t)cfg->store_segment_bytes < (uint64_t)cfg->max_packet_size * 2 + 2 * 4096) {
+        set_error(err, err_len,
+                  "store.segment_bytes: must be at least twice mqtt.max_packet_size plus 8192 "
+                  "(%u < 2 * %u + 8192)", cfg->store_segment_bytes, cfg->max_packet_size);
         return -EINVAL;
     }
     if (cfg->output_buffer_max < cfg->max_packet_size) {

@@ -22,6 +22,11 @@ enum log_level {
     LOG_DEBUG = 3,
 };
 
+enum store_flush {
+    STORE_FLUSH_SYNC = 0,
+    STORE_FLUSH_ASYNC = 1,
+};
+
 struct config {
     /* listener.tcp.* */
     uint16_t tcp_port;                   /* listener.tcp.port, 1883; 0 = pick a free port */
@@ -35,6 +40,9 @@ struct config {
     uint32_t shard_ring_entries;         /* shard.ring_entries, 4096: SPSC entries per shard pair */
     /* store.* */
     char store_dir[CONFIG_STR_MAX];      /* store.dir, ./data */
+    uint32_t store_segment_bytes;        /* store.segment_bytes, 134217728, multiple of 4096 */
+    enum store_flush store_flush;        /* store.flush, sync|async */
+    uint32_t store_flush_interval_ms;    /* store.flush_interval_ms, 10 (async only) */
     /* log.* */
     enum log_level log_level;            /* log.level, info: error|warn|info|debug */
     /* mqtt.* */

@@ -400,6 +400,49 @@ static struct slice resolve_alias(struct shard *s, struct conn *c,
     return topic;
 }
 
+/* Queues `m` until the log is durable up to `end_off` (takes the caller's reference). */
+static bool wait_durable(struct shard *s, struct conn *c, struct msg *m, uint64_t end_off,
+                         const struct mqtt_publish *p)
+{
+    if (s->waits_len == s->waits_cap) {
+        uint32_t cap = s->waits_cap ? s->waits_cap * 2 : 256;
+        struct durable_wait *n = malloc(cap * sizeof(*n));
+        if (n == NULL)
+            return false;
+        for (uint32_t i = 0; i < s->waits_len; i++)
+            n[i] = s->waits[(s->waits_head + i) % s->waits_cap];
+        free(s->waits);
+        s->waits = n;
+        s->waits_head = 0;
+        s->waits_cap = cap;
+    }
+    s->waits[(s->waits_head + s->waits_len++) % s->waits_cap] = (struct durable_wait){
+        .end_off = end_off, .msg = m, .conn_idx = c->idx, .conn_gen = c->gen,
+        .packet_id = p->packet_id, .qos = p->qos,
+    };
+    return true;
+}
+
+void dispatch_on_durable(struct shard *s)
+{
+    while (s->waits_len > 0) {
+        struct durable_wait *w = &s->waits[s->waits_head];
+        if (w->end_off > s->log.durable_off)
+            return;
+        struct durable_wait done = *w;
+        s->waits_head = (s->waits_head + 1) % s->waits_cap;
+        s->waits_len--;
+        if (!s->stopping)
+            router_route(s, done.msg);
+        msg_release(done.msg);
+        struct conn *c = &s->conns[done.conn_idx];
+        if (c->gen == done.conn_gen && c->state == CONN_ACTIVE && !s->stopping)
+            (void)send_ack(s, c, done.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, done.packet_id,
+                           MQTT_RC_SUCCESS); /* On failure it closed the conn: the client
+                                              * re-sends after reconnecting. */
+    }
+}
+
 static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publish *p)
 {
     struct session *sess = c->session;
@@ -430,15 +473,37 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
             (void)session_qos2_remove(sess, p->packet_id);
         return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
     }
-    router_publish(s, m);
+    if (p->qos == 0) {
+        router_publish(s, m);
+        msg_release(m);
+        return c->state == CONN_ACTIVE; /* Delivering may have closed it (output overflow). */
+    }
+    int64_t end_off = router_append(s, m);
+    if (end_off < 0) {
+        /* The disk is too far behind: refuse rather than ack what is not stored. */
+        msg_release(m);
+        s->stats.log_full++;
+        if (p->qos == 2)
+            (void)session_qos2_remove(sess, p->packet_id);
+        if (c->version != MQTT_V5)
+            return fail(s, c, MQTT_RC_QUOTA_EXCEEDED, "store behind");
+        return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
+                        MQTT_RC_QUOTA_EXCEEDED);
+    }
+    /* store.flush = sync: route and ack once durable; async: ack on append (documented). */
+    if (s->cfg->store_flush == STORE_FLUSH_SYNC && (uint64_t)end_off > s->log.durable_off) {
+        if (!wait_durable(s, c, m, (uint64_t)end_off, p)) {
+            msg_release(m);
+            return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+        }
+        return true; /* Routed and acked by dispatch_on_durable. */
+    }
+    router_route(s, m);
     msg_release(m);
     if (c->state != CONN_ACTIVE)
-        return false; /* Delivering closed it (its own output overflowed). */
-    if (p->qos == 1)
-        return send_ack(s, c, MQTT_PUBACK, p->packet_id, MQTT_RC_SUCCESS);
-    if (p->qos == 2)
-        return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
-    return true;
+        return false;
+    return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
+                    MQTT_RC_SUCCESS);
 }
 
 static bool on_ack(struct shard *s, struct conn *c, uint8_t type, const struct mqtt_ack *a)

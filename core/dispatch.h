@@ -29,4 +29,8 @@ void dispatch_handoff_send(struct shard *s, struct conn *c);
 /* Source side: the MSG_RING that sent the descriptor completed with `res`. */
 void dispatch_handoff_sent(struct shard *s, struct conn *c, int res);
 
+/* The commit log's durable offset moved: routes and acknowledges the QoS 1/2 PUBLISHes that
+ * were waiting for it, in order. During shutdown they are released without routing. */
+void dispatch_on_durable(struct shard *s);
+
 #endif

@@ -19,6 +19,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/recovery.h"
 #include "core/shard.h"
 #include "io/uring.h"
 
@@ -188,15 +189,28 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &blocked, NULL);
 
     static struct shard_set set;
+    static struct recovery recovered;
     char err[512];
+    rc = recovery_run(&recovered, &cfg, err, sizeof(err));
+    if (rc < 0) {
+        LOG_ERROR("main", "store recovery failed: %s", err);
+        recovery_free(&recovered);
+        return 1;
+    }
     uint16_t port = 0;
     rc = shard_set_create(&set, &cfg, &port, err, sizeof(err));
     if (rc < 0) {
         LOG_ERROR("main", "startup failed: %s", err);
         shard_set_destroy(&set);
+        recovery_free(&recovered);
         return 1;
     }
+    set.recovery = &recovered;
     rc = shard_set_start(&set, err, sizeof(err));
+    /* Every shard has copied what it keeps of the recovered state (they finish setup before
+     * shard_set_start returns), so the main thread's copy goes now. */
+    set.recovery = NULL;
+    recovery_free(&recovered);
     if (rc < 0) {
         LOG_ERROR("main", "startup failed: %s", err);
         (void)shard_set_join(&set); /* They were told to abort. */

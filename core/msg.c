@@ -1,9 +1,7 @@
 /* core/msg.c - message allocation, cloning and release. Owner shard only.
  *
- * The property block is copied whole: the encoder writes only the properties flagged in
- * `present` plus the user properties of the block, so clearing the per-connection bits (topic
- * alias, subscription identifiers) is enough to keep them from travelling, and every slice can
- * be re-pointed by offset.
+ * The property block keeps only the properties that travel with a message, so the very same
+ * bytes go to subscribers and into the commit log.
  */
 #include "core/msg.h"
 
@@ -40,6 +38,28 @@ static uint8_t *copy_in(uint8_t *p, struct slice *dst, struct slice src)
     return p + src.len;
 }
 
+/* Copies the entries of a validated wire-form property block that travel with a message
+ * (MQTT-3.3.2-...: everything but topic alias, subscription identifiers and will-only
+ * properties) to `out`, which holds block.len bytes. Returns the bytes written. */
+static uint32_t copy_travelling_props(struct slice block, uint8_t *out)
+{
+    uint32_t pos = 0;
+    uint32_t written = 0;
+    for (;;) {
+        uint32_t start = pos;
+        uint8_t id;
+        struct slice v1, v2;
+        if (!codec_prop_next(block, &pos, &id, &v1, &v2))
+            break;
+        if (((travelling_mask >> id) & 1u) == 0)
+            continue;
+        memcpy(out + written, block.ptr + start, pos - start);
+        written += pos - start;
+    }
+    ASSERT(written <= block.len);
+    return written;
+}
+
 struct msg *msg_create(struct slice topic, struct slice payload, const struct mqtt_props *props,
                        struct slice client_id, uint8_t qos, bool retain, uint16_t origin_shard)
 {
@@ -60,18 +80,19 @@ struct msg *msg_create(struct slice topic, struct slice payload, const struct mq
     uint8_t *p = m->data;
     p = copy_in(p, &m->topic, topic);
     p = copy_in(p, &m->client_id, client_id);
-    if (props != NULL && props->raw.len > 0) {
-        m->props = *props;
-        m->props.present &= travelling_mask;
-        m->props.sub_ids = NULL;
-        m->props.sub_id_count = 0;
-        m->props.topic_alias = 0;
-        memcpy(p, props->raw.ptr, props->raw.len);
-        rebase_props(&m->props, props->raw.ptr, p);
-        p += props->raw.len;
+    if (props_len > 0) {
+        /* Our own filtered copy is decoded again, so every slice of `props` points into it and
+         * the same bytes can be written to the log as they are. */
+        uint32_t n = copy_travelling_props(props->raw, p);
+        if (n > 0) {
+            enum mqtt_rc rc = codec_publish_props_decode((struct slice){ p, n }, &m->props);
+            ASSERT(rc == MQTT_RC_SUCCESS); /* a subset of a validated block */
+            m->props.user_props_raw = m->props.raw;
+        }
+        p += n;
     }
     p = copy_in(p, &m->payload, payload);
-    ASSERT((size_t)(p - (uint8_t *)m) == total);
+    ASSERT((size_t)(p - (uint8_t *)m) <= total);
     return m;
 }
 

@@ -207,3 +207,13 @@ void retain_match(const struct retain *r, struct slice filter, retain_walk_fn fn
     struct match_walk w = { .trie = &r->trie, .filter = filter, .fn = fn, .ctx = ctx };
     match_from(&w, TRIE_ROOT, 0);
 }
+
+void retain_walk_all(const struct retain *r, retain_walk_fn fn, void *ctx)
+{
+    ASSERT(r != NULL && fn != NULL);
+    for (uint32_t i = 0; i < trie_node_used(&r->trie); i++) {
+        const struct retain_entry *entry = trie_value(&r->trie, i);
+        if (entry != NULL)
+            fn(ctx, (struct slice){ entry->topic, entry->topic_len }, entry->value);
+    }
+}

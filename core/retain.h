@@ -32,6 +32,9 @@ void *retain_get(const struct retain *r, struct slice topic);
 typedef void (*retain_walk_fn)(void *ctx, struct slice topic, void *value);
 void retain_match(const struct retain *r, struct slice filter, retain_walk_fn fn, void *ctx);
 
+/* Calls `fn` for every stored topic, '$' topics included, in no particular order. */
+void retain_walk_all(const struct retain *r, retain_walk_fn fn, void *ctx);
+
 uint32_t retain_count(const struct retain *r);
 
 #endif

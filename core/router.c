@@ -18,6 +18,7 @@
 #include "core/session.h"
 #include "core/shard.h"
 #include "core/subtree.h"
+#include "store/commitlog.h"
 
 static void collect(void *ctx, void *owner, uint8_t options, uint32_t sub_id)
 {
@@ -110,12 +111,33 @@ static void retain_update(struct shard *s, const struct msg *m)
         msg_release(prev);
 }
 
+int64_t router_append(struct shard *s, const struct msg *m)
+{
+    ASSERT(m->owner_shard == s->id);
+    struct record_message r = {
+        .timestamp_ns = m->time_ns, .qos = m->qos, .retain = m->retain, .topic = m->topic,
+        .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,
+    };
+    int64_t off = commitlog_append_message(&s->log, &r);
+    if (off < 0)
+        return off;
+    return off + record_message_len(&r);
+}
+
 void router_publish(struct shard *s, struct msg *m)
+{
+    m->time_ns = base_wall_ns(); /* A will is published later than it was created. */
+    if (router_append(s, m) < 0) {
+        s->stats.log_full++;
+        LOG_WARN("router", "log_full dropped_from_log topic_len=%u", m->topic.len);
+    }
+    router_route(s, m);
+}
+
+void router_route(struct shard *s, struct msg *m)
 {
     ASSERT(m->owner_shard == s->id && m->origin_shard == s->id);
     s->stats.publishes_in++;
-    if (m->retain)
-        m->time_ns = base_wall_ns(); /* A will is published later than it was created. */
     deliver_local(s, m);
     for (uint16_t i = 0; i < s->count; i++) {
         if (i == s->id)

@@ -17,8 +17,17 @@ struct shard;
 struct msg;
 struct session;
 
+/* Appends `m` (owned by this shard) to the shard's commit log: every message is written
+ * once. Returns the log offset where its record ends (durable once the log's durable offset
+ * reaches it), or a negative errno (-ENOBUFS: the log is too far behind; shed load). */
+int64_t router_append(struct shard *s, const struct msg *m);
+
 /* Routes `m` (owned by this shard; the router takes its own references as needed) to local
  * subscribers, posts it to every other shard and updates the retained index if m->retain. */
+void router_route(struct shard *s, struct msg *m);
+
+/* router_append then router_route, for messages nobody waits an acknowledgement for
+ * (QoS 0, wills). A message the log cannot take is still routed (it is counted). */
 void router_publish(struct shard *s, struct msg *m);
 
 /* A message published on another shard: deliver locally and update the retained index. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/dispatch.h"
+#include "core/recovery.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/msg.h"
@@ -277,6 +278,14 @@ static void handle_cqe(struct shard *s, struct io_uring_cqe *cqe)
         if (c != NULL)
             dispatch_handoff_sent(s, c, cqe->res);
         break;
+    case URING_OP_STORE_WRITE:
+        commitlog_on_write(&s->log, cqe->res);
+        dispatch_on_durable(s);
+        break;
+    case URING_OP_STORE_SYNC:
+        commitlog_on_sync(&s->log, cqe->res);
+        dispatch_on_durable(s);
+        break;
     case URING_OP_CANCEL:
     case URING_OP_WAKE:
     case URING_OP_WAKE_SENT:
@@ -371,6 +380,8 @@ static bool drained(struct shard *s)
 {
     if (s->conn_live > 0 || s->accept_armed || s->handoffs_pending > 0)
         return false;
+    if (commitlog_busy(&s->log) || s->waits_len > 0)
+        return false; /* Everything appended reaches the disk before we go. */
     for (uint16_t i = 0; i < s->count; i++)
         if (i != s->id && s->backlog[i].len > 0)
             return false;
@@ -423,6 +434,7 @@ static void shard_loop(struct shard *s)
         uint32_t work = reap_completions(s);
         work += exchange_notes(s);
         conn_flush_all(s);
+        commitlog_flush(&s->log, &s->ring, s->now_ms);
         if (s->now_ms >= s->next_tick_ms) {
             s->next_tick_ms = s->now_ms + (s->stopping ? 10u : SHARD_TICK_MS);
             tick_conns(s);
@@ -442,7 +454,29 @@ static void shard_loop(struct shard *s)
         }
         uint64_t now = base_now_ms();
         uint32_t wait_ms = s->next_tick_ms > now ? (uint32_t)(s->next_tick_ms - now) : 0;
+        if (s->log.flush == STORE_FLUSH_ASYNC && s->log.written_off > s->log.durable_off)
+            wait_ms = MIN(wait_ms, s->log.flush_interval_ms);
         wait_for_work(s, wait_ms == 0 ? 1 : wait_ms);
+    }
+}
+
+/* Takes a private copy of every retained message recovery found (the main thread's copies
+ * are freed once every shard has its own). */
+static void adopt_retained(struct shard *s)
+{
+    const struct recovery *r = s->set->recovery;
+    for (uint32_t i = 0; i < r->retained_count; i++) {
+        struct msg *m = msg_clone(r->retained[i], s->id);
+        int err = -ENOMEM;
+        struct msg *prev = m != NULL ? retain_set(s->retained, m->topic, m, &err) : NULL;
+        if (prev != NULL)
+            msg_release(prev); /* Recovery hands over one message per topic; be safe. */
+        if (err != 0) {
+            LOG_ERROR("store", "retained_restore_failed topic_len=%u",
+                      r->retained[i]->topic.len);
+            if (m != NULL)
+                msg_release(m);
+        }
     }
 }
 
@@ -465,6 +499,16 @@ static int shard_setup(struct shard *s)
         return rc;
     }
     s->wake.ring_fd = s->ring.ring_fd;
+    char dir[COMMITLOG_DIR_MAX];
+    char err[512];
+    snprintf(dir, sizeof(dir), "%s/shard-%u", s->cfg->store_dir, s->id);
+    rc = commitlog_open(&s->log, dir, s->cfg, s->id, s->set->recovery->shards[s->id].end_off,
+                        err, sizeof(err));
+    if (rc < 0) {
+        LOG_ERROR("store", "log_open_failed %s", err);
+        return rc;
+    }
+    adopt_retained(s);
     return 0;
 }
 
@@ -493,6 +537,8 @@ static void *shard_thread(void *arg)
                  (unsigned long long)s->stats.dropped_qos0,
                  (unsigned long long)s->stats.dropped_queue);
     }
+    if (s->log.dir[0] != '\0')
+        commitlog_close(&s->log);
     /* Unregistering needs the submitter thread; the ring itself is closed by the main thread
      * after every shard has stopped, so no peer can be left holding a stale ring fd. */
     uring_bufring_destroy(&s->ring, &s->rx);
@@ -605,8 +651,9 @@ int shard_set_start(struct shard_set *set, char *err, size_t err_len)
         (void)pthread_setname_np(s->thread, name); /* Cosmetic: ps/top show it. */
         pin_to_cpu(s->thread, started);
     }
-    if (started == set->count)
-        wake_group_wait_ready(&set->group, set->count);
+    /* Even after a failed pthread_create: the started shards read set->recovery during setup,
+     * and the caller frees it once this returns. */
+    wake_group_wait_ready(&set->group, started);
     bool failed = started < set->count;
     for (uint16_t i = 0; i < started; i++)
         failed |= set->shards[i].exit_code != 0;
@@ -669,6 +716,7 @@ void shard_set_destroy(struct shard_set *set)
         for (uint16_t j = 0; j < set->count; j++)
             free(s->backlog[j].notes);
         free(s->matches);
+        free(s->waits);
         if (s->conns != NULL) {
             for (uint32_t k = 0; k < s->conn_high; k++) {
                 free(s->conns[k].in.data);

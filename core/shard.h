@@ -17,11 +17,13 @@
 #include "core/spsc.h"
 #include "io/uring.h"
 #include "io/wake.h"
+#include "store/commitlog.h"
 
 #define SHARD_MAX 256
 
 struct session_table;
 struct session;
+struct recovery;
 struct subtree;
 struct retain;
 struct msg;
@@ -71,6 +73,18 @@ struct shard_stats {
     uint64_t notes_in;
     uint64_t backlogged;
     uint64_t accept_errors;
+    uint64_t log_full;        /* appends refused because the log was too far behind */
+};
+
+/* A QoS 1/2 PUBLISH waiting for its record to be durable before it is routed and acked
+ * (store.flush = sync: DESIGN 3.4). */
+struct durable_wait {
+    uint64_t end_off;        /* durable once the log's durable offset reaches this */
+    struct msg *msg;         /* one reference held */
+    uint32_t conn_idx;       /* the publisher's conn, if still the same (generation) */
+    uint32_t conn_gen;
+    uint16_t packet_id;
+    uint8_t qos;
 };
 
 /* One session matched by a routing pass (overlapping subscriptions merged). */
@@ -146,6 +160,12 @@ struct shard {
     uint32_t match_stamp;
     const struct msg *match_msg;
     struct encode_cache encoded;
+    /* Store. */
+    struct commitlog log;
+    struct durable_wait *waits;   /* FIFO in log order */
+    uint32_t waits_head;
+    uint32_t waits_len;
+    uint32_t waits_cap;
     /* Cross-shard. out[i]/in[i] are the rings to/from shard i (NULL for i == id). */
     struct spsc *out[SHARD_MAX];
     struct spsc *in[SHARD_MAX];
@@ -163,6 +183,7 @@ struct shard_set {
     struct shard *shards;      /* count entries */
     struct spsc *rings;        /* count * count; rings[from * count + to] */
     uint16_t started;          /* threads created (main thread only) */
+    const struct recovery *recovery; /* what the store held at start; read-only for shards */
     struct wake_group group;   /* startup and shutdown barriers (io/wake.h) */
 };
 

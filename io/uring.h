@@ -28,6 +28,8 @@ enum uring_op {
     URING_OP_HANDOFF_IN = 7,  /* target side of a connection handoff: low 56 bits = pointer */
     URING_OP_HANDOFF_OUT = 8, /* source side: the MSG_RING that sent the descriptor */
     URING_OP_WAKE_SENT = 9,   /* our own MSG_RING wake SQE completed */
+    URING_OP_STORE_WRITE = 10, /* a commit log batch write */
+    URING_OP_STORE_SYNC = 11,  /* a commit log datasync (store.flush = async) */
 };
 
 static inline uint64_t uring_ud(enum uring_op op, uint32_t gen, uint32_t idx)

@@ -109,6 +109,7 @@ class Broker:
         self.lines_lock = threading.Lock()
         self.line_queue = queue.Queue()
         self.reader = None
+        self.lines_since_start = 0
 
     def __enter__(self):
         self.start()
@@ -123,8 +124,11 @@ class Broker:
             return "".join(self.lines[-200:])
 
     def start(self):
+        """Starts the broker; after crash() it starts again on the same store directory."""
         raise_fd_limit()
-        self.store_dir = tempfile.mkdtemp(prefix="keelmq-e2e-")
+        self.lines_since_start = len(self.lines)
+        if self.store_dir is None:
+            self.store_dir = tempfile.mkdtemp(prefix="keelmq-e2e-")
         try:
             if is_mosquitto():
                 argv, ready_re = self.mosquitto_argv()
@@ -196,6 +200,34 @@ class Broker:
                 if match.groups():
                     self.port = int(match.group(1))
                 return
+
+    def crash(self):
+        """SIGKILL, keeping the store directory for the next start() (a crash, as kill -9)."""
+        self.process.kill()
+        self.process.wait()
+        self.forget_process()
+
+    def restart(self):
+        """A clean stop (SIGTERM, status 0 asserted) and a start on the same store directory."""
+        self.process.send_signal(signal.SIGTERM)
+        status = self.process.wait(timeout=STOP_TIMEOUT_S)
+        self.forget_process()
+        if status != 0:
+            raise AssertionError("broker exited with status %d after SIGTERM; log:\n%s"
+                                 % (status, self.log()))
+        self.start()
+
+    def forget_process(self):
+        self.reader.join(timeout=2)
+        self.reader = None
+        self.process.stderr.close()
+        self.process = None
+        self.line_queue = queue.Queue()
+
+    def log_since_start(self):
+        """The log lines of the current process only (after a crash() and start())."""
+        with self.lines_lock:
+            return "".join(self.lines[self.lines_since_start:])
 
     def kill(self):
         if self.process is not None and self.process.poll() is None:

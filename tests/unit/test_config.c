@@ -182,6 +182,11 @@ ParameterizedTestParameters(config, set_key_cases)
         { "shard.ring_entries", "3000", -EINVAL, "not a power of two" },
         /* store.dir: string. */
         { "store.dir", "/var/lib/keelmq", 0, "/var/lib/keelmq" },
+        { "store.flush", "async", 0, "async" },
+        { "store.flush", "sync", 0, "sync" },
+        { "store.flush", "Sync", -EINVAL, "not one of sync|async" },
+        { "store.segment_bytes", "1048575", -EINVAL, "out of range 1048576..2147483648" },
+        { "store.flush_interval_ms", "0", -EINVAL, "out of range 1..60000" },
         { "store.dir", "  data#1 ", 0, "data#1" },
         { "store.dir", "a #b", -EINVAL, "contains '#' after a blank, which starts a comment" },
         { "store.dir", "a\nb", -EINVAL, "contains a control character" },
@@ -522,6 +527,9 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "shard.recv_buffer_size = 4096\n"
                                    "shard.ring_entries = 4096\n"
                                    "store.dir = ./data\n"
+                                   "store.segment_bytes = 134217728\n"
+                                   "store.flush = sync\n"
+                                   "store.flush_interval_ms = 10\n"
                                    "log.level = info\n"
                                    "mqtt.max_packet_size = 1048576\n"
                                    "mqtt.max_inflight = 32\n"

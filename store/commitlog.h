@@ -1,0 +1,89 @@
+/* store/commitlog.h - one shard's commit log: append records, group-commit them to disk with
+ * O_DIRECT through the shard's io_uring, and say how far the log is durable.
+ *
+ * Shard thread only (the log and its ring belong to one shard). Appends go into the current
+ * batch, an aligned buffer; once per loop iteration, if no write is in flight, the batch is
+ * sealed - padded with a RECORD_PAD to the next RECORD_BLOCK boundary, so a block that was
+ * written is never written again and a torn write can only hit the newest batch - and written
+ * in one O_DIRECT write. store.flush = sync writes with RWF_DSYNC and the durable offset moves
+ * when the write completes; store.flush = async writes plainly and a datasync follows at
+ * least every store.flush_interval_ms. One write is in flight at a time: while it runs, the
+ * next batch fills (that is the group commit: the records of every client that arrived
+ * during one disk round trip share the next write and flush).
+ *
+ * A failed or short write or flush is fatal (STYLE 5: never retry fsync): the process exits
+ * with a message naming the file and the error.
+ *
+ * Segment files come from store/segment.h. Rolling to a new segment creates and preallocates
+ * it with blocking syscalls in the loop (once per store.segment_bytes of data; a known cost,
+ * to move off the loop later).
+ */
+#ifndef KEELMQ_STORE_COMMITLOG_H
+#define KEELMQ_STORE_COMMITLOG_H
+
+#include <liburing.h>
+
+#include "core/base.h"
+#include "core/config.h"
+#include "store/record.h"
+
+#define COMMITLOG_BATCH_MAX (64u << 20) /* bytes appended but not yet written, beyond: -ENOBUFS */
+#define COMMITLOG_DIR_MAX 512
+
+struct commitlog_batch {
+    uint8_t *buf;            /* RECORD_BLOCK-aligned */
+    uint32_t len;            /* bytes used */
+    uint32_t cap;
+    uint64_t base_off;       /* log offset of buf[0] (RECORD_BLOCK-aligned) */
+    int fd;                  /* segment file it belongs to */
+    uint64_t file_off;       /* offset of buf[0] in that file */
+};
+
+struct commitlog {
+    char dir[COMMITLOG_DIR_MAX];
+    uint64_t segment_bytes;
+    enum store_flush flush;
+    uint32_t flush_interval_ms;
+    uint16_t shard_id;
+    int seg_fd;              /* current segment, O_DIRECT */
+    uint64_t seg_base;       /* log offset of its first byte */
+    int old_fd;              /* previous segment, closed once its last write completed */
+    uint64_t append_off;     /* log offset of the next record */
+    uint64_t written_off;    /* end of the last completed write */
+    uint64_t durable_off;    /* end of what is known durable */
+    uint64_t synced_target;  /* async: written_off when the datasync in flight was issued */
+    uint64_t last_sync_ms;
+    bool write_inflight;
+    bool sync_inflight;
+    struct commitlog_batch cur;      /* filling */
+    struct commitlog_batch sealed;   /* the rest of a segment, sealed at a roll, not yet sent */
+    struct commitlog_batch inflight; /* owned by the kernel while write_inflight */
+    uint64_t bytes_written;
+    uint64_t writes;
+    uint64_t syncs;
+};
+
+/* Opens the log of one shard in `dir` (created if missing) for appending at `end_off`, the
+ * end found by the recovery scan (0 for a new log). Blocking; call on the shard's thread
+ * before its loop. Returns 0 or -errno with `err`. */
+int commitlog_open(struct commitlog *log, const char *dir, const struct config *cfg,
+                   uint16_t shard_id, uint64_t end_off, char *err, size_t err_len);
+void commitlog_close(struct commitlog *log);
+
+/* Appends a message record. Returns its log offset (the record ends at the returned offset
+ * plus record_message_len()), or a negative errno: -ENOBUFS when COMMITLOG_BATCH_MAX bytes
+ * already wait for the disk (the caller sheds load), -ENOMEM. */
+int64_t commitlog_append_message(struct commitlog *log, const struct record_message *m);
+
+/* Once per loop iteration: submits the next write (or async datasync) if one is due. */
+void commitlog_flush(struct commitlog *log, struct io_uring *ring, uint64_t now_ms);
+
+/* Completions of the write and the datasync (user_data URING_OP_STORE_WRITE / _SYNC).
+ * Fatal on error. */
+void commitlog_on_write(struct commitlog *log, int res);
+void commitlog_on_sync(struct commitlog *log, int res);
+
+/* True while appended data has not reached the disk yet (shutdown waits for false). */
+bool commitlog_busy(const struct commitlog *log);
+
+#endif
