@@ -36,15 +36,10 @@ struct conn *conn_alloc(struct shard *s, int slot)
     ASSERT(c->state == CONN_FREE);
     uint32_t idx = c->idx;
     uint32_t gen = (c->gen + 1) & 0xFFFFFFu;
-    struct conn_buf in = c->in, out = c->out, sending = c->sending;
+    ASSERT(c->in.data == NULL && c->out.data == NULL && c->sending.data == NULL);
     memset(c, 0, sizeof(*c));
     c->idx = idx;
     c->gen = gen;
-    /* Buffers are kept across reuse (their capacity is bounded) to avoid allocation churn;
-     * oversized ones were freed at reap. */
-    c->in = (struct conn_buf){ in.data, 0, in.cap };
-    c->out = (struct conn_buf){ out.data, 0, out.cap };
-    c->sending = (struct conn_buf){ sending.data, 0, sending.cap };
     c->slot = slot;
     c->state = CONN_NEW;
     c->accepted_ms = s->now_ms;
@@ -339,6 +334,14 @@ void conn_on_send(struct shard *s, struct conn *c, int res)
     }
     c->sending.len = 0;
     c->send_off = 0;
+    if (c->out.len == 0) {
+        /* Idle: most connections are, most of the time. An idle connection keeps no output
+         * memory; a busy one pays one allocation per send (jemalloc's thread cache). */
+        free(c->sending.data);
+        c->sending = (struct conn_buf){ 0 };
+        free(c->out.data);
+        c->out = (struct conn_buf){ 0 };
+    }
     /* Room again: messages that waited for the socket (not for the window) go now. */
     if (c->session != NULL && c->session->queue_len > 0)
         session_pump(s, c->session);
@@ -386,14 +389,10 @@ void conn_reap(struct shard *s, struct conn *c)
     if (c->state != CONN_CLOSING || !c->slot_closed || c->recv_armed || c->send_inflight)
         return;
     ASSERT(c->session == NULL && c->handoff == NULL);
-    /* Keep modest buffers for the next conn in this entry; give big ones back. */
     struct conn_buf *bufs[] = { &c->in, &c->out, &c->sending };
     for (size_t i = 0; i < ARRAY_LEN(bufs); i++) {
-        if (bufs[i]->cap > 4096) {
-            free(bufs[i]->data);
-            *bufs[i] = (struct conn_buf){ 0 };
-        }
-        bufs[i]->len = 0;
+        free(bufs[i]->data);
+        *bufs[i] = (struct conn_buf){ 0 };
     }
     if (c->aliases != NULL) {
         for (uint32_t i = 0; i < s->cfg->max_topic_alias; i++)
