@@ -186,10 +186,16 @@ static void on_accept(struct shard *s, struct io_uring_cqe *cqe)
         s->accept_armed = false;
     if (cqe->res < 0) {
         s->stats.accept_errors++;
-        if (cqe->res != -ECANCELED)
-            LOG_WARN("shard", "accept_failed err=%d (%s)", cqe->res, strerror(-cqe->res));
+        /* -ENFILE: the table is full; it comes back each time the accept is re-armed while
+         * the table stays full, so warn once per episode. */
+        if (cqe->res != -ECANCELED && (cqe->res != -ENFILE || !s->accept_full)) {
+            LOG_WARN("shard", "accept_failed err=%d (%s) conns=%u max=%u", cqe->res,
+                     strerror(-cqe->res), s->conn_live, s->conn_cap);
+        }
+        s->accept_full = cqe->res == -ENFILE;
         return;
     }
+    s->accept_full = false;
     s->stats.accepted++;
     if (s->stopping) {
         struct io_uring_sqe *sqe = uring_sqe(&s->ring);
@@ -349,6 +355,15 @@ static void tick_conns(struct shard *s)
     }
 }
 
+/* The multishot accept ends when the descriptor table is full (-ENFILE) or on an error; it is
+ * armed again here, once per tick at most, so a full table does not spin. Connections wait in
+ * the listen backlog meanwhile. */
+static void rearm_accept(struct shard *s)
+{
+    if (!s->accept_armed && !s->stopping && s->conn_live < s->conn_cap)
+        arm_accept(s);
+}
+
 static void begin_stop(struct shard *s)
 {
     s->stopping = true;
@@ -438,6 +453,7 @@ static void shard_loop(struct shard *s)
         if (s->now_ms >= s->next_tick_ms) {
             s->next_tick_ms = s->now_ms + (s->stopping ? 10u : SHARD_TICK_MS);
             tick_conns(s);
+            rearm_accept(s);
             if (!s->stopping && s->now_ms >= s->next_expiry_scan_ms) {
                 s->next_expiry_scan_ms = s->now_ms + SHARD_EXPIRY_SCAN_MS;
                 session_tick(s);

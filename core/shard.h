@@ -135,6 +135,7 @@ struct shard {
     struct uring_bufring rx;
     int listen_fd;
     bool accept_armed;
+    bool accept_full;         /* the last accept failed with -ENFILE (warned once) */
     bool stopping;
     bool quiesced;
     uint32_t handoffs_pending; /* sent handoffs whose release note has not come back */
