@@ -607,6 +607,12 @@ static bool on_unsubscribe(struct shard *s, struct conn *c, const struct mqtt_su
     struct slice filter;
     for (uint32_t i = 0; codec_sub_next(un->entries, &pos, &filter, NULL); i++) {
         ASSERT(i < un->count);
+        struct slice group, real;
+        if (!topic_filter_valid(filter) || topic_shared_parse(filter, &group, &real) < 0) {
+            /* No subscription can exist for it; v5 says why (MQTT-3.11.3, 0x8F). */
+            rcs[i] = MQTT_RC_TOPIC_FILTER_INVALID;
+            continue;
+        }
         bool removed = subtree_remove(s->subs, filter, c->session) == 0;
         if (removed)
             (void)session_sub_remove(c->session, filter); /* Kept in step with the tree. */
