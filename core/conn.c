@@ -216,9 +216,10 @@ void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t le
             return;
         }
         if (rc == 0 || frame_len > len - off) {
-            /* Partial frame: keep it. `in` is sized from the header when it is known. */
-            if (!buf_reserve(&c->in, rc > 0 ? frame_len : 8u) ||
-                !buf_append(&c->in, data + off, len - off)) {
+            /* Partial frame: keep it. `in` grows with the bytes that actually arrived (not to
+             * the announced length: a peer announcing 1 MiB and sending nothing costs us
+             * nothing), within mqtt.max_packet_size checked above. */
+            if (!buf_append(&c->in, data + off, len - off)) {
                 session_conn_lost(s, c, true);
                 conn_close(s, c, "out of memory");
                 return;
