@@ -304,9 +304,10 @@ void commitlog_on_write(struct commitlog *log, int res)
                                                      : "O_DIRECT write", res);
     log->written_off = log->inflight.base_off + log->inflight.len;
     log->bytes_written += (uint64_t)res;
-    if (log->inflight.fd == log->old_fd) {
-        /* The last write of the previous segment. In async mode its data must be durable
-         * before the fd goes: one blocking datasync per segment. */
+    if (log->inflight.fd == log->old_fd && log->sealed.len == 0) {
+        /* The last write of the previous segment (its sealed tail, which may have waited
+         * behind a write that was in flight at the roll). In async mode its data must be
+         * durable before the fd goes: one blocking datasync per segment. */
         if (log->flush == STORE_FLUSH_ASYNC && fdatasync(log->old_fd) == -1)
             fatal_io(log, "fdatasync of a full segment", -errno);
         close(log->old_fd);

@@ -162,6 +162,41 @@ Test(commitlog, reopening_appends_after_the_last_record)
     free(seen);
 }
 
+/* Regression: a roll while a write to the old segment was in flight closed the old segment's
+ * fd when that write completed, before the sealed rest of the segment was written (EBADF,
+ * fatal). Found by tests/e2e/test_chaos.py pushing 200 MB through one shard. */
+Test(commitlog, a_roll_while_a_write_is_in_flight_keeps_the_old_segment_open)
+{
+    struct commitlog log;
+    char err[256];
+    uint8_t payload[2000];
+    char topic[32];
+    cr_assert_eq(commitlog_open(&log, dir, &cfg, 0, 0, err, sizeof(err)), 0, "%s", err);
+    uint32_t i = 0;
+    while (log.seg_base == 0) {
+        struct record_message m = message(i++, topic, sizeof(topic), payload, sizeof(payload));
+        cr_assert_geq(commitlog_append_message(&log, &m), 0);
+        if (i % 50 == 0) {
+            commitlog_flush(&log, &ring, base_now_ms()); /* submitted, not awaited */
+            io_uring_submit(&ring);
+        }
+    }
+    cr_assert(log.write_inflight || log.sealed.len > 0);
+    for (uint32_t k = 0; k < 10; k++) {
+        struct record_message m = message(i++, topic, sizeof(topic), payload, sizeof(payload));
+        cr_assert_geq(commitlog_append_message(&log, &m), 0);
+    }
+    drain(&log);
+    commitlog_close(&log);
+    struct seen *seen = calloc(1, sizeof(*seen));
+    struct segment_scan scan;
+    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(seen->count, i);
+    cr_assert_eq(scan.segments, 2);
+    free(seen);
+}
+
 Test(commitlog, async_mode_becomes_durable_through_datasync)
 {
     cfg.store_flush = STORE_FLUSH_ASYNC;
