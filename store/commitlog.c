@@ -38,6 +38,8 @@ __attribute__((noreturn)) static void fatal_io(const struct commitlog *log, cons
     _exit(70);
 }
 
+static int roll(struct commitlog *log);
+
 static int batch_alloc(struct commitlog_batch *b, uint32_t cap)
 {
     void *p = NULL;
@@ -143,22 +145,20 @@ int commitlog_open(struct commitlog *log, const char *dir, const struct config *
         commitlog_close(log);
         return rc;
     }
-    uint64_t block_start = end_off - end_off % RECORD_BLOCK;
-    batch_start(&log->cur, fd, block_start, log->seg_base);
-    if (end_off > block_start) {
-        /* Recovery cut inside a block: keep its surviving bytes; the first write rewrites
-         * them unchanged together with what follows. */
-        ssize_t n = pread(fd, log->cur.buf, RECORD_BLOCK, (off_t)(block_start - log->seg_base));
-        if (n != (ssize_t)RECORD_BLOCK) {
-            rc = n < 0 ? -errno : -EIO;
-            snprintf(err, err_len, "reading the tail block of %s: %s", dir, strerror(-rc));
+    /* The recovery scan ends on a block boundary (it pads a torn batch's survivors). */
+    ASSERT(end_off % RECORD_BLOCK == 0);
+    batch_start(&log->cur, fd, end_off, log->seg_base);
+    log->append_off = log->written_off = log->durable_off = end_off;
+    log->segment_bytes = seg_size > 0 ? seg_size : log->segment_bytes;
+    if (end_off + SEAL_ROOM > log->seg_base + log->segment_bytes) {
+        /* The last segment is (nearly) full: start the next one before the first append. */
+        rc = roll(log);
+        if (rc < 0) {
+            snprintf(err, err_len, "rolling to a new segment in %s: %s", dir, strerror(-rc));
             commitlog_close(log);
             return rc;
         }
-        log->cur.len = (uint32_t)(end_off - block_start);
     }
-    log->append_off = log->written_off = log->durable_off = end_off;
-    log->segment_bytes = seg_size > 0 ? seg_size : log->segment_bytes;
     return 0;
 }
 
@@ -196,10 +196,12 @@ static int roll(struct commitlog *log)
     if (log->sealed.len > 0)
         return -ENOBUFS; /* The previous roll's tail has not been written yet. */
     uint64_t seg_end = log->seg_base + log->segment_bytes;
-    ASSERT(seg_end - log->append_off >= RECORD_HEADER_LEN);
-    int rc = append_pad(log, (uint32_t)(seg_end - log->append_off));
-    if (rc < 0)
-        return rc;
+    /* A tail shorter than a header stays zero: the scan reads it as the segment's end. */
+    if (seg_end - log->append_off >= RECORD_HEADER_LEN) {
+        int rc = append_pad(log, (uint32_t)(seg_end - log->append_off));
+        if (rc < 0)
+            return rc;
+    }
     int fd = segment_open(log->dir, seg_end, log->segment_bytes);
     if (fd < 0) {
         LOG_ERROR("store", "segment_create_failed dir=%s base=%llu err=%s", log->dir,
@@ -214,6 +216,10 @@ static int roll(struct commitlog *log)
     log->seg_base = seg_end;
     log->append_off = seg_end;
     batch_start(&log->cur, fd, seg_end, seg_end);
+    if (log->sealed.len == 0 && !log->write_inflight) {
+        close(log->old_fd); /* Nothing of it is left to write (a full segment at open). */
+        log->old_fd = -1;
+    }
     LOG_INFO("store", "segment_roll dir=%s base=%llu", log->dir, (unsigned long long)seg_end);
     return 0;
 }
