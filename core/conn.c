@@ -174,15 +174,41 @@ static bool feed_partial(struct shard *s, struct conn *c, const uint8_t *data, u
 
 void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len)
 {
-    if (c->state != CONN_HANDOFF || len == 0)
+    if (!conn_input_held(c) || len == 0)
         return;
-    if (c->handoff_stash_len + len > s->cfg->max_packet_size * 2u ||
-        !buf_append(&c->in, data, len)) {
+    if (c->stash_len + len > s->cfg->max_packet_size * 2u || !buf_append(&c->in, data, len)) {
         session_conn_lost(s, c, false);
-        conn_close(s, c, "handoff stash overflow");
+        conn_close(s, c, "stash overflow");
         return;
     }
-    c->handoff_stash_len += len;
+    c->stash_len += len;
+}
+
+void conn_pause(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len)
+{
+    ASSERT(c->state == CONN_ACTIVE && !c->is_paused && c->in.len == 0);
+    c->is_paused = true;
+    conn_stash(s, c, frame, len);
+    if (!c->is_paused)
+        return; /* The stash failed and closed it. */
+    if (c->recv_armed) {
+        struct io_uring_sqe *sqe = uring_sqe(&s->ring);
+        io_uring_prep_cancel64(sqe, uring_ud(URING_OP_RECV, c->gen, c->idx), 0);
+        io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_CANCEL, c->gen, c->idx));
+    }
+}
+
+void conn_resume(struct shard *s, struct conn *c)
+{
+    ASSERT(c->is_paused);
+    c->is_paused = false;
+    struct conn_buf held = c->in;
+    c->in = (struct conn_buf){ 0 };
+    c->stash_len = 0;
+    if (!c->recv_armed && c->state == CONN_ACTIVE)
+        conn_arm_recv(s, c);
+    conn_feed(s, c, held.data, held.len);
+    free(held.data);
 }
 
 void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len)
@@ -191,7 +217,7 @@ void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t le
     while (off < len) {
         if (c->state == CONN_CLOSING)
             return;
-        if (c->state == CONN_HANDOFF) {
+        if (conn_input_held(c)) {
             conn_stash(s, c, data + off, len - off);
             return;
         }

@@ -57,7 +57,8 @@ struct conn {
     bool is_dirty;           /* on the shard's flush list */
     uint32_t in_frame_len;   /* length of the partial frame held in `in`; 0 = header partial */
     uint32_t send_off;       /* bytes of `sending` already accepted by the kernel */
-    uint32_t handoff_stash_len; /* bytes stashed in `in` during a handoff */
+    uint32_t stash_len;      /* bytes stashed in `in` while input is held (handoff, pause) */
+    bool is_paused;          /* input held until the commit log has room (back-pressure) */
     struct conn_buf in;      /* partial frame, or stashed input during a handoff */
     struct conn_buf out;     /* filling */
     struct conn_buf sending; /* owned by the kernel while send_inflight */
@@ -84,10 +85,23 @@ void conn_arm_recv(struct shard *s, struct conn *c);
 /* A recv completion: `data` (borrowed from the buffer ring) is framed and dispatched. */
 void conn_on_recv(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len);
 
-/* Keeps `len` bytes of unprocessed input in `in` while a handoff is pending (the CONNECT frame
- * first, then whatever followed it). Closes the conn if the stash would exceed twice
- * mqtt.max_packet_size or memory runs out. */
+/* Input held back: true while a handoff is pending or the conn is paused. */
+static inline bool conn_input_held(const struct conn *c)
+{
+    return c->state == CONN_HANDOFF || c->is_paused;
+}
+
+/* Keeps `len` bytes of unprocessed input in `in` while input is held (the CONNECT frame of a
+ * handoff, or the PUBLISH that found the log full, first; then whatever followed). Closes the
+ * conn if the stash would exceed twice mqtt.max_packet_size or memory runs out. */
 void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len);
+
+/* Back-pressure: holds `c`'s input, starting with `frame` (replayed on resume), and stops its
+ * recv. The shard resumes it once the commit log has room again (conn_resume). */
+void conn_pause(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len);
+
+/* Feeds the held input again and re-arms the recv. */
+void conn_resume(struct shard *s, struct conn *c);
 
 /* Feeds bytes that were received earlier (a handoff's stash) as if just received. */
 void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len);

@@ -8,6 +8,7 @@
  */
 #include "core/dispatch.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,7 +444,9 @@ void dispatch_on_durable(struct shard *s)
     }
 }
 
-static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publish *p)
+/* `frame` is the PUBLISH's bytes: held for replay if the log has no room. */
+static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publish *p,
+                       const uint8_t *frame, uint32_t len)
 {
     struct session *sess = c->session;
     enum mqtt_rc rc;
@@ -473,25 +476,27 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
             (void)session_qos2_remove(sess, p->packet_id);
         return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
     }
-    if (p->qos == 0) {
-        router_publish(s, m);
-        msg_release(m);
-        return c->state == CONN_ACTIVE; /* Delivering may have closed it (output overflow). */
-    }
     int64_t end_off = router_append(s, m);
-    if (end_off < 0) {
-        /* The disk is too far behind: refuse rather than ack what is not stored. */
+    if (end_off == -ENOBUFS) {
+        /* The disk is behind: hold this publisher's input (this PUBLISH first) until the log
+         * has room, rather than drop or ack what is not stored. */
         msg_release(m);
-        s->stats.log_full++;
         if (p->qos == 2)
             (void)session_qos2_remove(sess, p->packet_id);
-        if (c->version != MQTT_V5)
-            return fail(s, c, MQTT_RC_QUOTA_EXCEEDED, "store behind");
-        return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
-                        MQTT_RC_QUOTA_EXCEEDED);
+        s->stats.log_full++;
+        conn_pause(s, c, frame, len);
+        shard_hold(s, c);
+        return false;
     }
-    /* store.flush = sync: route and ack once durable; async: ack on append (documented). */
-    if (s->cfg->store_flush == STORE_FLUSH_SYNC && (uint64_t)end_off > s->log.durable_off) {
+    if (end_off < 0) {
+        msg_release(m);
+        if (p->qos == 2)
+            (void)session_qos2_remove(sess, p->packet_id);
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+    }
+    /* store.flush = sync: QoS 1/2 are routed and acked once durable; async: on append. */
+    if (p->qos > 0 && s->cfg->store_flush == STORE_FLUSH_SYNC &&
+        (uint64_t)end_off > s->log.durable_off) {
         if (!wait_durable(s, c, m, (uint64_t)end_off, p)) {
             msg_release(m);
             return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
@@ -501,7 +506,9 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
     router_route(s, m);
     msg_release(m);
     if (c->state != CONN_ACTIVE)
-        return false;
+        return false; /* Delivering may have closed it (its own output overflowed). */
+    if (p->qos == 0)
+        return true;
     return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
                     MQTT_RC_SUCCESS);
 }
@@ -661,7 +668,7 @@ bool dispatch_packet(struct shard *s, struct conn *c, const uint8_t *frame, uint
         return fail(s, c, rc, "invalid packet");
     switch (pkt.type) {
     case MQTT_PUBLISH:
-        return on_publish(s, c, &pkt.publish);
+        return on_publish(s, c, &pkt.publish, frame, len);
     case MQTT_PUBACK:
     case MQTT_PUBREC:
     case MQTT_PUBREL:

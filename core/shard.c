@@ -43,6 +43,40 @@
 #define SHARD_LOG_RING_ENTRIES 4096u
 #define SHARD_BACKLOG_WARN 65536u
 
+void shard_hold(struct shard *s, struct conn *c)
+{
+    if (s->held_len == s->held_cap) {
+        uint32_t cap = s->held_cap ? s->held_cap * 2 : 64;
+        struct conn_ref *n = realloc(s->held, cap * sizeof(*n));
+        if (n == NULL) {
+            session_conn_lost(s, c, true);
+            conn_close(s, c, "out of memory for back-pressure");
+            return;
+        }
+        s->held = n;
+        s->held_cap = cap;
+    }
+    s->held[s->held_len++] = (struct conn_ref){ c->idx, c->gen };
+}
+
+/* Resumes the conns paused by back-pressure once the log has room again. A resumed conn may
+ * pause again (and be held again) while its input is replayed. */
+static void release_held(struct shard *s)
+{
+    if (s->held_len == 0 || !commitlog_has_room(&s->log))
+        return;
+    uint32_t n = s->held_len;
+    struct conn_ref *refs = s->held;
+    s->held = NULL;
+    s->held_len = s->held_cap = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct conn *c = &s->conns[refs[i].idx];
+        if (c->gen == refs[i].gen && c->is_paused && c->state == CONN_ACTIVE)
+            conn_resume(s, c);
+    }
+    free(refs);
+}
+
 uint16_t shard_home(const struct shard *s, struct slice client_id)
 {
     return (uint16_t)(hash_bytes(client_id.ptr, client_id.len) % s->count);
@@ -235,7 +269,7 @@ static void on_recv(struct shard *s, struct io_uring_cqe *cqe)
         if (c->state != CONN_CLOSING)
             conn_on_recv(s, c, uring_bufring_addr(&s->rx, bid), (uint32_t)cqe->res);
     } else if (c != NULL && cqe->res != -ENOBUFS && c->state != CONN_CLOSING &&
-               c->state != CONN_HANDOFF) {
+               !conn_input_held(c)) {
         /* EOF (0) or an error: the peer is gone without DISCONNECT, so the will fires. */
         session_conn_lost(s, c, true);
         conn_close(s, c, cqe->res == 0 ? "peer closed" : "recv error");
@@ -249,6 +283,8 @@ static void on_recv(struct shard *s, struct io_uring_cqe *cqe)
         dispatch_handoff_send(s, c);
     } else if (c->state == CONN_CLOSING) {
         conn_reap(s, c);
+    } else if (c->is_paused) {
+        /* Cancelled by back-pressure: conn_resume re-arms it. */
     } else if (cqe->res == -ENOBUFS || cqe->res > 0) {
         conn_arm_recv(s, c); /* Multishot ended (buffers ran out): re-arm after recycling. */
     }
@@ -287,6 +323,7 @@ static void handle_cqe(struct shard *s, struct io_uring_cqe *cqe)
     case URING_OP_STORE_WRITE:
         commitlog_on_write(&s->log, cqe->res);
         dispatch_on_durable(s);
+        release_held(s);
         break;
     case URING_OP_STORE_SYNC:
         commitlog_on_sync(&s->log, cqe->res);
@@ -327,6 +364,9 @@ static void tick_conns(struct shard *s)
                 conn_close(s, c, "no CONNECT in time");
             break;
         case CONN_ACTIVE:
+            /* A paused conn is not idle: we are the ones not reading it. */
+            if (c->is_paused)
+                c->last_rx_ms = s->now_ms;
             if (c->keepalive_ms > 0 && s->now_ms - c->last_rx_ms >= c->keepalive_ms) {
                 LOG_INFO("session", "keepalive_timeout client=%s",
                          c->session ? c->session->client_id : "-");
@@ -545,13 +585,16 @@ static void *shard_thread(void *arg)
         shard_loop(s);
         LOG_INFO("shard",
                  "stopped accepted=%llu connects=%llu handoffs_in=%llu publishes=%llu "
-                 "deliveries=%llu dropped_qos0=%llu dropped_queue=%llu",
+                 "deliveries=%llu dropped_qos0=%llu dropped_queue=%llu log_full=%llu "
+                 "log_writes=%llu log_bytes=%llu",
                  (unsigned long long)s->stats.accepted, (unsigned long long)s->stats.connects,
                  (unsigned long long)s->stats.handoffs_in,
                  (unsigned long long)s->stats.publishes_in,
                  (unsigned long long)s->stats.deliveries,
                  (unsigned long long)s->stats.dropped_qos0,
-                 (unsigned long long)s->stats.dropped_queue);
+                 (unsigned long long)s->stats.dropped_queue,
+                 (unsigned long long)s->stats.log_full, (unsigned long long)s->log.writes,
+                 (unsigned long long)s->log.bytes_written);
     }
     if (s->log.dir[0] != '\0')
         commitlog_close(&s->log);
@@ -733,6 +776,7 @@ void shard_set_destroy(struct shard_set *set)
             free(s->backlog[j].notes);
         free(s->matches);
         free(s->waits);
+        free(s->held);
         if (s->conns != NULL) {
             for (uint32_t k = 0; k < s->conn_high; k++) {
                 free(s->conns[k].in.data);

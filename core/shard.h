@@ -76,6 +76,12 @@ struct shard_stats {
     uint64_t log_full;        /* appends refused because the log was too far behind */
 };
 
+/* A conn named across loop iterations: valid while the generation matches. */
+struct conn_ref {
+    uint32_t idx;
+    uint32_t gen;
+};
+
 /* A QoS 1/2 PUBLISH waiting for its record to be durable before it is routed and acked
  * (store.flush = sync: DESIGN 3.4). */
 struct durable_wait {
@@ -167,6 +173,9 @@ struct shard {
     uint32_t waits_head;
     uint32_t waits_len;
     uint32_t waits_cap;
+    struct conn_ref *held;        /* conns paused until the log has room */
+    uint32_t held_len;
+    uint32_t held_cap;
     /* Cross-shard. out[i]/in[i] are the rings to/from shard i (NULL for i == id). */
     struct spsc *out[SHARD_MAX];
     struct spsc *in[SHARD_MAX];
@@ -203,6 +212,10 @@ void shard_set_destroy(struct shard_set *set);
 
 /* Shard thread: queues `note` for shard `to` (a backlog keeps order when the ring is full). */
 void shard_post(struct shard *s, uint16_t to, struct note note);
+
+/* Remembers a conn paused by back-pressure (conn_pause) for shard_release_held. A conn that
+ * cannot be remembered (out of memory) is closed. */
+void shard_hold(struct shard *s, struct conn *c);
 
 /* The home shard of a client id. */
 uint16_t shard_home(const struct shard *s, struct slice client_id);

@@ -83,6 +83,13 @@ void commitlog_flush(struct commitlog *log, struct io_uring *ring, uint64_t now_
 void commitlog_on_write(struct commitlog *log, int res);
 void commitlog_on_sync(struct commitlog *log, int res);
 
+/* True when appends are welcome again after -ENOBUFS: less than half of COMMITLOG_BATCH_MAX
+ * waits for the disk (the gap avoids pausing and resuming publishers on every write). */
+static inline bool commitlog_has_room(const struct commitlog *log)
+{
+    return (uint64_t)log->cur.len + log->sealed.len < COMMITLOG_BATCH_MAX / 2;
+}
+
 /* True while appended data has not reached the disk yet (shutdown waits for false). */
 bool commitlog_busy(const struct commitlog *log);
 
