@@ -20,7 +20,7 @@
 #include "core/session.h"
 #include "core/shard.h"
 
-#define CONN_BUF_MIN 256u
+#define CONN_BUF_MIN 64u
 
 struct conn *conn_alloc(struct shard *s, int slot)
 {

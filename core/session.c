@@ -167,7 +167,7 @@ int session_sub_add(struct session *sess, struct slice filter, uint8_t options, 
         }
     }
     if (sess->sub_count == sess->sub_cap) {
-        uint32_t cap = sess->sub_cap ? sess->sub_cap * 2 : 4;
+        uint32_t cap = sess->sub_cap ? sess->sub_cap * 2 : 1;
         struct session_sub *n = realloc(sess->subs, cap * sizeof(*n));
         if (n == NULL)
             return -ENOMEM;
