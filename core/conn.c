@@ -20,7 +20,6 @@
 #include "core/session.h"
 #include "core/shard.h"
 
-#define CONN_BUF_MIN 64u
 
 struct conn *conn_alloc(struct shard *s, int slot)
 {
@@ -58,31 +57,6 @@ void conn_arm_recv(struct shard *s, struct conn *c)
     sqe->buf_group = s->rx.group_id;
     io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_RECV, c->gen, c->idx));
     c->recv_armed = true;
-}
-
-/* Grows `b` to hold at least `need` bytes. Returns false when out of memory. */
-static bool buf_reserve(struct conn_buf *b, uint32_t need)
-{
-    if (need <= b->cap)
-        return true;
-    uint32_t cap = b->cap < CONN_BUF_MIN ? CONN_BUF_MIN : b->cap;
-    while (cap < need)
-        cap = cap > UINT32_MAX / 2 ? need : cap * 2;
-    uint8_t *p = realloc(b->data, cap);
-    if (p == NULL)
-        return false;
-    b->data = p;
-    b->cap = cap;
-    return true;
-}
-
-static bool buf_append(struct conn_buf *b, const uint8_t *p, uint32_t n)
-{
-    if (!buf_reserve(b, b->len + n))
-        return false;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return true;
 }
 
 /* A frame header announced more than we accept: v5 clients get DISCONNECT 0x95 before the
@@ -130,7 +104,7 @@ static bool feed_partial(struct shard *s, struct conn *c, const uint8_t *data, u
     if (c->in_frame_len == 0) {
         /* Header incomplete: take bytes one at a time until it parses (at most 5). */
         while (*used < len && c->in_frame_len == 0) {
-            if (!buf_append(&c->in, data + *used, 1))
+            if (!bytebuf_append(&c->in, data + *used, 1))
                 return false;
             (*used)++;
             uint32_t frame_len = 0;
@@ -152,15 +126,15 @@ static bool feed_partial(struct shard *s, struct conn *c, const uint8_t *data, u
     }
     uint32_t want = c->in_frame_len - c->in.len;
     uint32_t take = MIN(want, len - *used);
-    if (!buf_append(&c->in, data + *used, take))
+    if (!bytebuf_append(&c->in, data + *used, take))
         return false;
     *used += take;
     if (c->in.len < c->in_frame_len)
         return true;
     /* Complete. The frame buffer is detached while it is dispatched, so a handler that stashes
      * input (a handoff) can use `in` again. */
-    struct conn_buf frame = c->in;
-    c->in = (struct conn_buf){ 0 };
+    struct bytebuf frame = c->in;
+    c->in = (struct bytebuf){ 0 };
     c->in_frame_len = 0;
     bool go_on = dispatch_packet(s, c, frame.data, frame.len);
     if (c->in.data == NULL) {
@@ -176,7 +150,8 @@ void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t l
 {
     if (!conn_input_held(c) || len == 0)
         return;
-    if (c->stash_len + len > s->cfg->max_packet_size * 2u || !buf_append(&c->in, data, len)) {
+    if (c->stash_len + len > s->cfg->max_packet_size * 2u ||
+        !bytebuf_append(&c->in, data, len)) {
         session_conn_lost(s, c, false);
         conn_close(s, c, "stash overflow");
         return;
@@ -202,8 +177,8 @@ void conn_resume(struct shard *s, struct conn *c)
 {
     ASSERT(c->is_paused);
     c->is_paused = false;
-    struct conn_buf held = c->in;
-    c->in = (struct conn_buf){ 0 };
+    struct bytebuf held = c->in;
+    c->in = (struct bytebuf){ 0 };
     c->stash_len = 0;
     if (!c->recv_armed && c->state == CONN_ACTIVE)
         conn_arm_recv(s, c);
@@ -245,7 +220,7 @@ void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t le
             /* Partial frame: keep it. `in` grows with the bytes that actually arrived (not to
              * the announced length: a peer announcing 1 MiB and sending nothing costs us
              * nothing), within mqtt.max_packet_size checked above. */
-            if (!buf_append(&c->in, data + off, len - off)) {
+            if (!bytebuf_append(&c->in, data + off, len - off)) {
                 session_conn_lost(s, c, true);
                 conn_close(s, c, "out of memory");
                 return;
@@ -274,7 +249,7 @@ uint8_t *conn_out_reserve(struct shard *s, struct conn *c, uint32_t len)
         return NULL;
     if (conn_out_pending(c) + (uint64_t)len > s->cfg->output_buffer_max)
         return NULL;
-    if (!buf_reserve(&c->out, c->out.len + len))
+    if (!bytebuf_reserve(&c->out, c->out.len + len))
         return NULL;
     uint8_t *p = c->out.data + c->out.len;
     c->out.len += len;
@@ -325,9 +300,9 @@ void conn_flush_all(struct shard *s)
         c->dirty_next = NULL;
         if (!c->send_inflight && c->out.len > 0 && !c->close_submitted) {
             /* Swap: what was filling is now in flight; the old in-flight buffer fills. */
-            struct conn_buf t = c->sending;
+            struct bytebuf t = c->sending;
             c->sending = c->out;
-            c->out = (struct conn_buf){ t.data, 0, t.cap };
+            c->out = (struct bytebuf){ t.data, 0, t.cap };
             c->send_off = 0;
             submit_send(s, c);
         }
@@ -364,10 +339,8 @@ void conn_on_send(struct shard *s, struct conn *c, int res)
     if (c->out.len == 0) {
         /* Idle: most connections are, most of the time. An idle connection keeps no output
          * memory; a busy one pays one allocation per send (jemalloc's thread cache). */
-        free(c->sending.data);
-        c->sending = (struct conn_buf){ 0 };
-        free(c->out.data);
-        c->out = (struct conn_buf){ 0 };
+        bytebuf_free(&c->sending);
+        bytebuf_free(&c->out);
     }
     /* Room again: messages that waited for the socket (not for the window) go now. */
     if (c->session != NULL && c->session->queue_len > 0)
@@ -416,11 +389,9 @@ void conn_reap(struct shard *s, struct conn *c)
     if (c->state != CONN_CLOSING || !c->slot_closed || c->recv_armed || c->send_inflight)
         return;
     ASSERT(c->session == NULL && c->handoff == NULL);
-    struct conn_buf *bufs[] = { &c->in, &c->out, &c->sending };
-    for (size_t i = 0; i < ARRAY_LEN(bufs); i++) {
-        free(bufs[i]->data);
-        *bufs[i] = (struct conn_buf){ 0 };
-    }
+    bytebuf_free(&c->in);
+    bytebuf_free(&c->out);
+    bytebuf_free(&c->sending);
     if (c->aliases != NULL) {
         for (uint32_t i = 0; i < s->cfg->max_topic_alias; i++)
             free(c->aliases[i].topic);

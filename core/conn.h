@@ -19,6 +19,7 @@
 #define KEELMQ_CORE_CONN_H
 
 #include "core/base.h"
+#include "core/bytebuf.h"
 
 struct shard;
 struct session;
@@ -30,12 +31,6 @@ enum conn_state {
     CONN_HANDOFF,  /* CONNECT seen, being moved to the client id's home shard */
     CONN_ACTIVE,   /* CONNACK sent, session attached */
     CONN_CLOSING,  /* no more input; flushing output, then cancel + close */
-};
-
-struct conn_buf {
-    uint8_t *data;
-    uint32_t len;
-    uint32_t cap;
 };
 
 /* A client->server topic alias (v5): the topic it stands for, owned by the conn. */
@@ -59,9 +54,9 @@ struct conn {
     uint32_t send_off;       /* bytes of `sending` already accepted by the kernel */
     uint32_t stash_len;      /* bytes stashed in `in` while input is held (handoff, pause) */
     bool is_paused;          /* input held until the commit log has room (back-pressure) */
-    struct conn_buf in;      /* partial frame, or stashed input during a handoff */
-    struct conn_buf out;     /* filling */
-    struct conn_buf sending; /* owned by the kernel while send_inflight */
+    struct bytebuf in;      /* partial frame, or stashed input during a handoff */
+    struct bytebuf out;     /* filling */
+    struct bytebuf sending; /* owned by the kernel while send_inflight */
     uint64_t accepted_ms;
     uint64_t last_rx_ms;
     uint32_t keepalive_ms;   /* 0 = no keepalive */

@@ -14,8 +14,9 @@
 /* A PUBLISH topic name: 1..65535 bytes, no '+' or '#', at most TOPIC_LEVELS_MAX levels. */
 bool topic_name_valid(struct slice name);
 
-/* A subscription filter: non-empty; '#' only as the whole last level; '+' only as a whole level;
- * at most TOPIC_LEVELS_MAX levels. Shared filters ($share/...) are checked by topic_shared_parse. */
+/* A subscription filter: non-empty; '#' only as the whole last level; '+' only as a whole
+ * level; at most TOPIC_LEVELS_MAX levels. Shared filters ($share/...) are checked by
+ * topic_shared_parse. */
 bool topic_filter_valid(struct slice filter);
 
 /* True if `name` matches `filter` (both valid). A name starting with '$' is not matched by a
