@@ -63,7 +63,7 @@ static bool send_ack(struct shard *s, struct conn *c, uint8_t type, uint16_t pac
     pkt.ack.packet_id = packet_id;
     pkt.ack.rc = c->version == MQTT_V5 ? rc : 0;
     if (!session_write_packet(s, c, &pkt))
-        return fail(s, c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "output full");
+        return fail(s, c, MQTT_RC_QUOTA_EXCEEDED, "output full");
     return true;
 }
 
@@ -448,6 +448,14 @@ void dispatch_on_durable(struct shard *s)
 static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publish *p,
                        const uint8_t *frame, uint32_t len)
 {
+    if (shard_congested(s, SHARD_CONGESTED_AT)) {
+        /* Another shard cannot keep up with our notes: hold this publisher (this PUBLISH
+         * first) until the backlog halves, rather than queue without bound. */
+        s->stats.backlog_holds++;
+        conn_pause(s, c, frame, len);
+        shard_hold(s, c);
+        return false;
+    }
     struct session *sess = c->session;
     enum mqtt_rc rc;
     struct slice topic = resolve_alias(s, c, p, &rc);

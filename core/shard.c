@@ -42,6 +42,9 @@
 #define SHARD_CLOSE_FLUSH_MS 2000u  /* a closing conn's output gets this long to drain */
 #define SHARD_LOG_RING_ENTRIES 4096u
 #define SHARD_BACKLOG_WARN 65536u
+/* Notes waiting behind a full ring to one peer before this shard stops reading publishers
+ * (shard_congested). Half of it resumes them. */
+#define SHARD_BACKLOG_MAX SHARD_CONGESTED_AT
 
 void shard_hold(struct shard *s, struct conn *c)
 {
@@ -61,9 +64,18 @@ void shard_hold(struct shard *s, struct conn *c)
 
 /* Resumes the conns paused by back-pressure once the log has room again. A resumed conn may
  * pause again (and be held again) while its input is replayed. */
+bool shard_congested(const struct shard *s, uint32_t limit)
+{
+    for (uint16_t i = 0; i < s->count; i++)
+        if (s->backlog[i].len > limit)
+            return true;
+    return false;
+}
+
 static void release_held(struct shard *s)
 {
-    if (s->held_len == 0 || !commitlog_has_room(&s->log))
+    if (s->held_len == 0 || !commitlog_has_room(&s->log) ||
+        shard_congested(s, SHARD_BACKLOG_MAX / 2))
         return;
     uint32_t n = s->held_len;
     struct conn_ref *refs = s->held;
@@ -268,9 +280,11 @@ static void on_recv(struct shard *s, struct io_uring_cqe *cqe)
     if (c != NULL && cqe->res > 0 && has_buf) {
         if (c->state != CONN_CLOSING)
             conn_on_recv(s, c, uring_bufring_addr(&s->rx, bid), (uint32_t)cqe->res);
-    } else if (c != NULL && cqe->res != -ENOBUFS && c->state != CONN_CLOSING &&
-               !conn_input_held(c)) {
-        /* EOF (0) or an error: the peer is gone without DISCONNECT, so the will fires. */
+    } else if (c != NULL && cqe->res != -ENOBUFS && cqe->res != -ECANCELED &&
+               c->state != CONN_CLOSING && !conn_input_held(c)) {
+        /* EOF (0) or an error: the peer is gone without DISCONNECT, so the will fires. Not
+         * -ECANCELED: only our own cancels (pause, handoff, close) produce it, and a pause
+         * may already have been resumed when it arrives. */
         session_conn_lost(s, c, true);
         conn_close(s, c, cqe->res == 0 ? "peer closed" : "recv error");
     }
@@ -285,8 +299,9 @@ static void on_recv(struct shard *s, struct io_uring_cqe *cqe)
         conn_reap(s, c);
     } else if (c->is_paused) {
         /* Cancelled by back-pressure: conn_resume re-arms it. */
-    } else if (cqe->res == -ENOBUFS || cqe->res > 0) {
-        conn_arm_recv(s, c); /* Multishot ended (buffers ran out): re-arm after recycling. */
+    } else if (cqe->res == -ENOBUFS || cqe->res == -ECANCELED || cqe->res > 0) {
+        /* Multishot ended (buffers ran out, or a pause that was already resumed): re-arm. */
+        conn_arm_recv(s, c);
     }
 }
 
@@ -323,7 +338,6 @@ static void handle_cqe(struct shard *s, struct io_uring_cqe *cqe)
     case URING_OP_STORE_WRITE:
         commitlog_on_write(&s->log, cqe->res);
         dispatch_on_durable(s);
-        release_held(s);
         break;
     case URING_OP_STORE_SYNC:
         commitlog_on_sync(&s->log, cqe->res);
@@ -488,6 +502,7 @@ static void shard_loop(struct shard *s)
         s->now_ms = base_now_ms();
         uint32_t work = reap_completions(s);
         work += exchange_notes(s);
+        release_held(s);
         conn_flush_all(s);
         commitlog_flush(&s->log, &s->ring, s->now_ms);
         if (s->now_ms >= s->next_tick_ms) {
@@ -512,6 +527,10 @@ static void shard_loop(struct shard *s)
         uint32_t wait_ms = s->next_tick_ms > now ? (uint32_t)(s->next_tick_ms - now) : 0;
         if (s->log.flush == STORE_FLUSH_ASYNC && s->log.written_off > s->log.durable_off)
             wait_ms = MIN(wait_ms, s->log.flush_interval_ms);
+        /* A consumer does not wake its producer: with notes waiting for ring space, look again
+         * soon instead of at the next tick. */
+        if (shard_congested(s, 0))
+            wait_ms = MIN(wait_ms, 1u);
         wait_for_work(s, wait_ms == 0 ? 1 : wait_ms);
     }
 }
@@ -586,14 +605,15 @@ static void *shard_thread(void *arg)
         LOG_INFO("shard",
                  "stopped accepted=%llu connects=%llu handoffs_in=%llu publishes=%llu "
                  "deliveries=%llu dropped_qos0=%llu dropped_queue=%llu log_full=%llu "
-                 "log_writes=%llu log_bytes=%llu",
+                 "backlog_holds=%llu log_writes=%llu log_bytes=%llu",
                  (unsigned long long)s->stats.accepted, (unsigned long long)s->stats.connects,
                  (unsigned long long)s->stats.handoffs_in,
                  (unsigned long long)s->stats.publishes_in,
                  (unsigned long long)s->stats.deliveries,
                  (unsigned long long)s->stats.dropped_qos0,
                  (unsigned long long)s->stats.dropped_queue,
-                 (unsigned long long)s->stats.log_full, (unsigned long long)s->log.writes,
+                 (unsigned long long)s->stats.log_full,
+                 (unsigned long long)s->stats.backlog_holds, (unsigned long long)s->log.writes,
                  (unsigned long long)s->log.bytes_written);
     }
     if (s->log.dir[0] != '\0')
@@ -779,9 +799,9 @@ void shard_set_destroy(struct shard_set *set)
         free(s->held);
         if (s->conns != NULL) {
             for (uint32_t k = 0; k < s->conn_high; k++) {
-                free(s->conns[k].in.data);
-                free(s->conns[k].out.data);
-                free(s->conns[k].sending.data);
+                bytebuf_free(&s->conns[k].in);
+                bytebuf_free(&s->conns[k].out);
+                bytebuf_free(&s->conns[k].sending);
             }
             free(s->conns);
         }

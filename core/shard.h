@@ -74,6 +74,7 @@ struct shard_stats {
     uint64_t backlogged;
     uint64_t accept_errors;
     uint64_t log_full;        /* appends refused because the log was too far behind */
+    uint64_t backlog_holds;   /* publishers held because a peer shard fell behind */
 };
 
 /* A conn named across loop iterations: valid while the generation matches. */
@@ -216,6 +217,11 @@ void shard_post(struct shard *s, uint16_t to, struct note note);
 /* Remembers a conn paused by back-pressure (conn_pause) for shard_release_held. A conn that
  * cannot be remembered (out of memory) is closed. */
 void shard_hold(struct shard *s, struct conn *c);
+
+/* True when more than `limit` notes wait behind a full ring to some peer: that peer cannot
+ * keep up, and publishers are held (like a full log) instead of queueing without bound. */
+bool shard_congested(const struct shard *s, uint32_t limit);
+#define SHARD_CONGESTED_AT 16384u /* = SHARD_BACKLOG_MAX in core/shard.c */
 
 /* The home shard of a client id. */
 uint16_t shard_home(const struct shard *s, struct slice client_id);
