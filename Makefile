@@ -71,13 +71,46 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libkeelmq.a $(HELPER_OBJS)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libbench.a $(BUILD)/libkeelmq.a $(HELPER_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HELPER_OBJS) $(BUILD)/libkeelmq.a -lcriterion $(LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HELPER_OBJS) $(BUILD)/libbench.a $(BUILD)/libkeelmq.a \
+	    -lcriterion $(LIBS)
 
 $(BUILD)/tests/integ/%: tests/integ/%.c $(BUILD)/libkeelmq.a $(HELPER_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HELPER_OBJS) $(BUILD)/libkeelmq.a -lcriterion $(LIBS)
+
+# --- bench/nullbroker: the ceiling broker that bench/compare measures against (issue 3). ---
+# One file, linked against the library so it shares keelmq's io_uring layer and codec. Kept
+# separate from the load generator's rules: any wildcard over bench/*.c must filter it out.
+all: $(BUILD)/nullbroker
+bench: $(BUILD)/nullbroker $(BUILD)/keelmq
+.PHONY: bench
+
+$(BUILD)/nullbroker: $(BUILD)/bench/nullbroker.o $(BUILD)/libkeelmq.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+-include $(BUILD)/bench/nullbroker.d
+# --- end of bench/nullbroker ---
+
+# --- keelmq-bench: the load generator (issue 3). Everything in bench/ but the two mains
+# goes into libbench.a, which the unit tests link too (tests/unit/test_histogram.c, ...).
+BENCH_LIB_SRCS := $(filter-out bench/bench_main.c bench/nullbroker.c,$(wildcard bench/*.c))
+BENCH_LIB_OBJS := $(BENCH_LIB_SRCS:%.c=$(BUILD)/%.o)
+all: $(BUILD)/keelmq-bench
+bench: $(BUILD)/keelmq-bench
+
+$(BUILD)/libbench.a: $(BENCH_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/keelmq-bench: $(BUILD)/bench/bench_main.o $(BUILD)/libbench.a $(BUILD)/libkeelmq.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bench/bench_report.o: CFLAGS += -DKEELMQ_VERSION='"$(VERSION)"'
+
+-include $(BENCH_LIB_OBJS:.o=.d) $(BUILD)/bench/bench_main.d
+# --- end of keelmq-bench ---
 
 unit: $(UNIT_BINS)
 integ: $(INTEG_BINS) $(BUILD)/keelmq
