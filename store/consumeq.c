@@ -34,6 +34,7 @@
 #include "core/hash.h"
 #include "store/consumeq_impl.h"
 #include "store/consumeq_run.h"
+#include "store/segment.h"
 
 #define TABLE_CAP_MIN 1024u
 #define DIR_SCAN_MAX (4u * CONSUMEQ_RUN_MAX)  /* run files in a directory, obsolete included */
@@ -765,7 +766,7 @@ int consumeq_open(const struct consumeq_config *cfg, struct consumeq **out,
     if (rc == 0)
         rc = select_runs(q, found, &count, info);
     if (rc == 0 && (info->temp_files_removed > 0 || info->obsolete_runs_removed > 0))
-        rc = consumeq_run_sync_dir(q->dir);
+        rc = segment_sync_dir(q->dir);
     if (rc == 0)
         rc = open_runs(q, found, count);
     if (rc != 0) {
@@ -820,7 +821,7 @@ int consumeq_wipe(const char *dir, consumeq_report_fn report_fn, void *report_ct
     }
     (void)closedir(d); /* read-only */
     if (rc == 0)
-        rc = consumeq_run_sync_dir(dir);
+        rc = segment_sync_dir(dir);
     if (report_fn != NULL) {
         char line[REPORT_LINE_MAX];
         snprintf(line, sizeof(line), "consumeq: wiped %u index files in %s (%s)", removed, dir,

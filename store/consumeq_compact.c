@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "store/segment.h"
+
 /* One input run being read a block at a time. */
 struct merge_cursor {
     const struct consumeq_run *run;
@@ -217,7 +219,7 @@ int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
     q->runs[a] = merged;
     memmove(&q->runs[a + 1], &q->runs[a + k], (q->run_count - a - k) * sizeof(q->runs[0]));
     q->run_count -= k - 1;
-    int sync_rc = consumeq_run_sync_dir(q->dir);
+    int sync_rc = segment_sync_dir(q->dir);
     if (sync_rc != 0)
         consumeq_report(q, "consumeq: directory fsync after compaction failed: %s",
                         strerror(-sync_rc));

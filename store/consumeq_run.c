@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/hash.h"
+#include "store/segment.h"
 
 #define RUN_MAGIC UINT64_C(0x4e5552514351424b)    /* "KBQCQRUN" little-endian */
 #define RUN_VERSION 1u
@@ -106,18 +107,6 @@ static void run_path(const char *dir, const char *name, char *out, size_t out_le
 {
     int n = snprintf(out, out_len, "%s/%s", dir, name);
     ASSERT(n > 0 && (size_t)n < out_len);
-}
-
-int consumeq_run_sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd == -1)
-        return -errno;
-    int rc = 0;
-    if (fsync(fd) == -1)
-        rc = -errno;
-    (void)close(fd); /* read-only directory fd: nothing to lose */
-    return rc;
 }
 
 /* Writes all of `len` bytes at `off`, looping over short writes. */
@@ -337,7 +326,7 @@ int consumeq_run_writer_finish(struct consumeq_run_writer *w, const struct consu
     if (rc != 0)
         goto fail;
     /* From here the run is in the directory; only the directory entry may not be durable yet. */
-    rc = consumeq_run_sync_dir(w->dir);
+    rc = segment_sync_dir(w->dir);
     if (rc != 0) {
         (void)unlink(w->final_path); /* best effort: the caller keeps using the old runs */
         goto fail_closed;

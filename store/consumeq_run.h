@@ -166,7 +166,4 @@ static inline int consumeq_run_key_cmp(uint64_t qa, uint64_t oa, uint64_t qb, ui
     return 0;
 }
 
-/* fsyncs directory `dir`. Returns 0 or -errno. */
-int consumeq_run_sync_dir(const char *dir);
-
 #endif

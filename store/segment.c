@@ -51,7 +51,7 @@ static void set_err(char *err, size_t err_len, const char *fmt, ...)
     va_end(ap);
 }
 
-static int fsync_dir(const char *dir)
+int segment_sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd == -1)
@@ -80,12 +80,12 @@ int segment_dir_ensure(const char *dir)
             char *slash = strrchr(path, '/');
             int rc;
             if (slash == NULL) {
-                rc = fsync_dir(".");
+                rc = segment_sync_dir(".");
             } else if (slash == path) {
-                rc = fsync_dir("/");
+                rc = segment_sync_dir("/");
             } else {
                 *slash = '\0';
-                rc = fsync_dir(path);
+                rc = segment_sync_dir(path);
                 *slash = '/';
             }
             if (rc < 0)
@@ -230,7 +230,7 @@ int segment_open(const char *dir, uint64_t base_off, uint64_t size)
             goto fail_errno;
         if (fsync(fd) == -1)
             goto fail_errno;
-        int rc = fsync_dir(dir);
+        int rc = segment_sync_dir(dir);
         if (rc < 0) {
             errno = -rc;
             goto fail_errno;
@@ -244,7 +244,7 @@ fail_errno:;
     if (is_created) {
         /* Leave no half-made segment behind; the caller sees the original error. */
         (void)unlink(path);
-        (void)fsync_dir(dir);
+        (void)segment_sync_dir(dir);
     }
     return rc;
 }
@@ -255,7 +255,7 @@ int segment_remove(const char *dir, uint64_t base_off)
     segment_path(dir, base_off, path, sizeof(path));
     if (unlink(path) == -1)
         return -errno;
-    return fsync_dir(dir);
+    return segment_sync_dir(dir);
 }
 
 /* ---- The recovery scan --------------------------------------------------------------------

@@ -24,6 +24,10 @@ struct segment_list {
     uint32_t cap;
 };
 
+/* fsyncs the directory `dir` (after creating, renaming or removing a file in it), so the
+ * change survives a crash. Returns 0 or -errno. Used by every store module. */
+int segment_sync_dir(const char *dir);
+
 /* Creates `dir` (and parents) if missing and fsyncs the parent. Returns 0 or -errno. */
 int segment_dir_ensure(const char *dir);
 
