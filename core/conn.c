@@ -150,13 +150,13 @@ void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t l
 {
     if (!conn_input_held(c) || len == 0)
         return;
-    if (c->stash_len + len > s->cfg->max_packet_size * 2u ||
+    /* Input is held only from an empty `in`, so everything in it is stash. */
+    if ((uint64_t)c->in.len + len > s->cfg->max_packet_size * 2u ||
         !bytebuf_append(&c->in, data, len)) {
         session_conn_lost(s, c, false);
         conn_close(s, c, "stash overflow");
         return;
     }
-    c->stash_len += len;
 }
 
 void conn_pause(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len)
@@ -179,7 +179,6 @@ void conn_resume(struct shard *s, struct conn *c)
     c->is_paused = false;
     struct bytebuf held = c->in;
     c->in = (struct bytebuf){ 0 };
-    c->stash_len = 0;
     if (!c->recv_armed && c->state == CONN_ACTIVE)
         conn_arm_recv(s, c);
     conn_feed(s, c, held.data, held.len);

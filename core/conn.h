@@ -52,7 +52,6 @@ struct conn {
     bool is_dirty;           /* on the shard's flush list */
     uint32_t in_frame_len;   /* length of the partial frame held in `in`; 0 = header partial */
     uint32_t send_off;       /* bytes of `sending` already accepted by the kernel */
-    uint32_t stash_len;      /* bytes stashed in `in` while input is held (handoff, pause) */
     bool is_paused;          /* input held until the commit log has room (back-pressure) */
     struct bytebuf in;      /* partial frame, or stashed input during a handoff */
     struct bytebuf out;     /* filling */

@@ -272,8 +272,6 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
                             cn->will.retain, s->id);
     if (sess->will == NULL)
         return MQTT_RC_SERVER_BUSY;
-    sess->will_delay_s = mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
-                             ? cn->will.props.will_delay : 0;
     return MQTT_RC_SUCCESS;
 }
 
@@ -311,7 +309,6 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
     if (sess == NULL)
         return refuse_connect(s, c, MQTT_RC_SERVER_BUSY, MQTT_V3_SERVER_UNAVAILABLE,
                               "out of memory");
-    sess->assigned_id = assigned.len > 0 || cn->client_id.len == 0;
     enum mqtt_rc rc = configure_session(s, c, sess, cn, id);
     if (rc != MQTT_RC_SUCCESS) {
         if (!present)

@@ -42,7 +42,6 @@ struct session {
     struct conn *conn;       /* NULL while offline */
     uint8_t version;
     bool persistent;
-    bool assigned_id;
     uint32_t expiry_s;       /* v5 session expiry interval; UINT32_MAX = never */
     uint64_t offline_since_ms;
     uint16_t receive_max_out; /* min(client's Receive Maximum, mqtt.max_inflight) */
@@ -69,7 +68,6 @@ struct session {
     uint32_t qos2_in_cap;
     /* Will. */
     struct msg *will;
-    uint32_t will_delay_s;
 };
 
 struct session_table *session_table_create(void);

@@ -42,9 +42,6 @@
 #define SHARD_CLOSE_FLUSH_MS 2000u  /* a closing conn's output gets this long to drain */
 #define SHARD_LOG_RING_ENTRIES 4096u
 #define SHARD_BACKLOG_WARN 65536u
-/* Notes waiting behind a full ring to one peer before this shard stops reading publishers
- * (shard_congested). Half of it resumes them. */
-#define SHARD_BACKLOG_MAX SHARD_CONGESTED_AT
 
 void shard_hold(struct shard *s, struct conn *c)
 {
@@ -64,18 +61,10 @@ void shard_hold(struct shard *s, struct conn *c)
 
 /* Resumes the conns paused by back-pressure once the log has room again. A resumed conn may
  * pause again (and be held again) while its input is replayed. */
-bool shard_congested(const struct shard *s, uint32_t limit)
-{
-    for (uint16_t i = 0; i < s->count; i++)
-        if (s->backlog[i].len > limit)
-            return true;
-    return false;
-}
-
 static void release_held(struct shard *s)
 {
     if (s->held_len == 0 || !commitlog_has_room(&s->log) ||
-        shard_congested(s, SHARD_BACKLOG_MAX / 2))
+        shard_congested(s, SHARD_CONGESTED_AT / 2))
         return;
     uint32_t n = s->held_len;
     struct conn_ref *refs = s->held;
@@ -139,6 +128,7 @@ void shard_post(struct shard *s, uint16_t to, struct note n)
         note_release(n);
         return;
     }
+    s->backlog_total++;
     s->stats.backlogged++;
     if ((b->len & (SHARD_BACKLOG_WARN - 1)) == 0)
         LOG_WARN("shard", "ring_backlog to=%u len=%u", to, b->len);
@@ -155,6 +145,7 @@ static void backlog_flush(struct shard *s, uint16_t to)
         *slot = b->notes[b->head];
         b->head = (b->head + 1) % b->cap;
         b->len--;
+        s->backlog_total--;
         s->out_dirty[to] = true;
         s->stats.notes_out++;
     }
@@ -201,7 +192,7 @@ static uint32_t consume_ring(struct shard *s, struct spsc *r)
 static uint32_t exchange_notes(struct shard *s)
 {
     uint32_t work = 0;
-    bool woke = false;
+
     for (uint16_t i = 0; i < s->count; i++) {
         if (i == s->id)
             continue;
@@ -211,10 +202,10 @@ static uint32_t exchange_notes(struct shard *s)
         if (s->out_dirty[i]) {
             s->out_dirty[i] = false;
             spsc_publish(s->out[i]);
-            woke |= wake_peer(&s->ring, &s->set->shards[i].wake);
+            /* The wake SQE, if any, goes out with this iteration's submit. */
+            (void)wake_peer(&s->ring, &s->set->shards[i].wake);
         }
     }
-    (void)woke; /* The wake SQEs go out with this iteration's submit. */
     return work;
 }
 
@@ -451,9 +442,8 @@ static bool drained(struct shard *s)
         return false;
     if (commitlog_busy(&s->log) || s->waits_len > 0)
         return false; /* Everything appended reaches the disk before we go. */
-    for (uint16_t i = 0; i < s->count; i++)
-        if (i != s->id && s->backlog[i].len > 0)
-            return false;
+    if (s->backlog_total > 0)
+        return false;
     if (!s->quiesced) {
         s->quiesced = true;
         wake_group_quiesce(&s->set->group);

@@ -182,6 +182,7 @@ struct shard {
     struct spsc *in[SHARD_MAX];
     struct note_backlog backlog[SHARD_MAX];
     bool out_dirty[SHARD_MAX];
+    uint32_t backlog_total;  /* notes in all backlogs together */
     /* Logging. */
     struct spsc log_ring;
     struct shard_stats stats;
@@ -214,14 +215,20 @@ void shard_set_destroy(struct shard_set *set);
 /* Shard thread: queues `note` for shard `to` (a backlog keeps order when the ring is full). */
 void shard_post(struct shard *s, uint16_t to, struct note note);
 
-/* Remembers a conn paused by back-pressure (conn_pause) for shard_release_held. A conn that
- * cannot be remembered (out of memory) is closed. */
+/* Remembers a conn paused by back-pressure (conn_pause); the shard resumes it once the log
+ * and the backlog have room. A conn that cannot be remembered (out of memory) is closed. */
 void shard_hold(struct shard *s, struct conn *c);
 
-/* True when more than `limit` notes wait behind a full ring to some peer: that peer cannot
- * keep up, and publishers are held (like a full log) instead of queueing without bound. */
-bool shard_congested(const struct shard *s, uint32_t limit);
-#define SHARD_CONGESTED_AT 16384u /* = SHARD_BACKLOG_MAX in core/shard.c */
+/* Notes waiting behind full rings (to all peers together) at which publishers are held; half
+ * of it resumes them. */
+#define SHARD_CONGESTED_AT 16384u
+
+/* True when more than `limit` notes wait behind full rings: some peer cannot keep up, and
+ * publishers are held (like a full log) instead of queueing without bound. */
+static inline bool shard_congested(const struct shard *s, uint32_t limit)
+{
+    return s->backlog_total > limit;
+}
 
 /* The home shard of a client id. */
 uint16_t shard_home(const struct shard *s, struct slice client_id);
