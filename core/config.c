@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,10 +27,17 @@
 #define CONFIG_SHARD_MAX 256
 #define CONFIG_RECV_BUFFER_ALIGN 512
 #define CONFIG_STORE_BLOCK 4096u /* store/record.h RECORD_BLOCK: O_DIRECT write unit */
+/* store.retention.bytes: 1 PiB of log per shard, beyond any disk a shard writes to. */
+#define CONFIG_RETENTION_BYTES_MAX (UINT64_C(1) << 50)
+/* store.retention.hours: 100 years; in nanoseconds (store/retention) it still fits in 62 bits. */
+#define CONFIG_RETENTION_HOURS_MAX 876000u
+STATIC_ASSERT((uint64_t)CONFIG_RETENTION_HOURS_MAX * 3600 * 1000000000 < UINT64_MAX / 4,
+              "the age limit in nanoseconds fits in a uint64_t");
 
 enum config_type {
     CONFIG_U16,       /* uint16_t, decimal in min..max */
     CONFIG_U32,       /* uint32_t, decimal in min..max */
+    CONFIG_U64,       /* uint64_t, decimal in min..max */
     CONFIG_AUTO_U32,  /* uint32_t, "auto" (stored as 0) or decimal in min..max */
     CONFIG_BOOL,      /* bool, true|false|yes|no|on|off|1|0 */
     CONFIG_STRING,    /* char[CONFIG_STR_MAX] */
@@ -41,8 +49,8 @@ struct config_key {
     const char *name;
     enum config_type type;
     size_t offset;         /* into struct config */
-    uint32_t min;          /* numeric types only */
-    uint32_t max;          /* numeric types only */
+    uint64_t min;          /* numeric types only; within the type's range */
+    uint64_t max;          /* numeric types only; within the type's range */
     bool is_power_of_two;  /* numeric types only */
     const char *default_text;
     const char *help;
@@ -88,6 +96,12 @@ static const struct config_key config_keys[] = {
               "sync: QoS 1/2 acked once durable; async: acked on append, flushed periodically"),
     KEY_NUMBER("store.flush_interval_ms", CONFIG_U32, store_flush_interval_ms, 1, 60000, false,
                "10", "store.flush = async: longest time appended data waits for a flush"),
+    KEY_NUMBER("store.retention.bytes", CONFIG_U64, store_retention_bytes, 0,
+               CONFIG_RETENTION_BYTES_MAX, false, "10737418240",
+               "bytes of commit log kept per shard (whole segments); 0 = no size limit"),
+    KEY_NUMBER("store.retention.hours", CONFIG_U32, store_retention_hours, 0,
+               CONFIG_RETENTION_HOURS_MAX, false, "168",
+               "hours a commit log segment is kept after its last write; 0 = no time limit"),
     KEY_NAMED("log.level", log_level, log_level_names, "info",
               "least severe level logged: error|warn|info|debug"),
     KEY_NUMBER("mqtt.max_packet_size", CONFIG_U32, max_packet_size, 16, 268435460, false,
@@ -131,7 +145,7 @@ static bool is_blank(char c)
     return c == ' ' || c == '\t';
 }
 
-static bool is_power_of_two(uint32_t x)
+static bool is_power_of_two(uint64_t x)
 {
     return x != 0 && (x & (x - 1)) == 0;
 }
@@ -160,20 +174,26 @@ static const struct config_key *find_key(const char *name)
     return NULL;
 }
 
-/* Decimal digits only: no sign, no base prefix, no trailing bytes, at most UINT32_MAX.
- * Returns 0, -EINVAL (not a number) or -ERANGE (overflow). */
-static int parse_u32(const char *text, size_t len, uint32_t *out)
+/* Decimal digits only: no sign, no base prefix, no trailing bytes, at most UINT64_MAX.
+ * Returns 0, -EINVAL (not a number) or -ERANGE (overflow). A non-digit anywhere is -EINVAL,
+ * even after an overflow, so "99999999999999999999x" is not a number. */
+static int parse_u64(const char *text, size_t len, uint64_t *out)
 {
     ASSERT(len > 0);
     uint64_t value = 0;
+    bool is_overflow = false;
     for (size_t i = 0; i < len; i++) {
         if (text[i] < '0' || text[i] > '9')
             return -EINVAL;
-        value = value * 10 + (uint64_t)(text[i] - '0');
-        if (value > UINT32_MAX)
-            return -ERANGE;
+        uint64_t digit = (uint64_t)(text[i] - '0');
+        if (value > (UINT64_MAX - digit) / 10)
+            is_overflow = true;
+        else
+            value = value * 10 + digit;
     }
-    *out = (uint32_t)value;
+    if (is_overflow)
+        return -ERANGE;
+    *out = value;
     return 0;
 }
 
@@ -194,23 +214,24 @@ static int parse_bool(const char *text, size_t len, bool *out)
     return -EINVAL;
 }
 
-/* Parses a numeric row's value, including "auto" for CONFIG_AUTO_U32. */
+/* Parses a numeric row's value, including "auto" for CONFIG_AUTO_U32. The row's max bounds
+ * the value to its field's type (config_defaults checks that of every row). */
 static int set_number(const struct config_key *key, const char *text, size_t len,
-                      uint32_t *out, char *err, size_t err_len)
+                      uint64_t *out, char *err, size_t err_len)
 {
     if (key->type == CONFIG_AUTO_U32 && text_is(text, len, "auto")) {
         *out = 0;
         return 0;
     }
-    uint32_t value = 0;
-    int rc = parse_u32(text, len, &value);
+    uint64_t value = 0;
+    int rc = parse_u64(text, len, &value);
     if (rc == -EINVAL) {
         set_error(err, err_len, "%s", key->type == CONFIG_AUTO_U32 ? "not \"auto\" or a number"
                                                                    : "not a number");
         return -EINVAL;
     }
     if (rc == -ERANGE || value < key->min || value > key->max) {
-        set_error(err, err_len, "out of range %u..%u", key->min, key->max);
+        set_error(err, err_len, "out of range %" PRIu64 "..%" PRIu64, key->min, key->max);
         return -EINVAL;
     }
     if (key->is_power_of_two && !is_power_of_two(value)) {
@@ -262,7 +283,7 @@ static int set_value(struct config *cfg, const struct config_key *key, const cha
                      size_t len, char *err, size_t err_len)
 {
     char *field = (char *)cfg + key->offset;
-    uint32_t number = 0;
+    uint64_t number = 0;
     int rc = 0;
     switch (key->type) {
     case CONFIG_U16:
@@ -272,7 +293,12 @@ static int set_value(struct config *cfg, const struct config_key *key, const cha
         return rc;
     case CONFIG_U32:
     case CONFIG_AUTO_U32:
-        return set_number(key, text, len, (uint32_t *)field, err, err_len);
+        rc = set_number(key, text, len, &number, err, err_len);
+        if (rc == 0)
+            *(uint32_t *)field = (uint32_t)number;
+        return rc;
+    case CONFIG_U64:
+        return set_number(key, text, len, (uint64_t *)field, err, err_len);
     case CONFIG_BOOL:
         rc = parse_bool(text, len, (bool *)field);
         if (rc != 0)
@@ -322,11 +348,30 @@ int config_set(struct config *cfg, const char *key, const char *value, char *err
     return set_value(cfg, row, value, len, err, err_len);
 }
 
+/* The largest value a numeric row's field can hold, so its max can be checked against it. */
+static uint64_t type_max(enum config_type type)
+{
+    switch (type) {
+    case CONFIG_U16:
+        return UINT16_MAX;
+    case CONFIG_U32:
+    case CONFIG_AUTO_U32:
+        return UINT32_MAX;
+    case CONFIG_U64:
+        return UINT64_MAX;
+    default:
+        return 0; /* not numeric: min and max are 0 */
+    }
+}
+
 void config_defaults(struct config *cfg)
 {
     ASSERT(cfg != NULL);
     memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
+        /* A max beyond the field's type would let set_value truncate: a bug in the table. */
+        ASSERT(config_keys[i].max <= type_max(config_keys[i].type));
+        ASSERT(config_keys[i].min <= config_keys[i].max);
         char err[CONFIG_ERR_MAX];
         int rc = config_set(cfg, config_keys[i].name, config_keys[i].default_text, err,
                             sizeof(err));
@@ -493,6 +538,9 @@ static void format_value(const struct config *cfg, const struct config_key *key,
     case CONFIG_U32:
         snprintf(out, out_len, "%u", *(const uint32_t *)field);
         return;
+    case CONFIG_U64:
+        snprintf(out, out_len, "%" PRIu64, *(const uint64_t *)field);
+        return;
     case CONFIG_AUTO_U32: {
         uint32_t value = *(const uint32_t *)field;
         if (value == 0)
@@ -586,6 +634,15 @@ int config_finalize(struct config *cfg, char *err, size_t err_len)
         set_error(err, err_len,
                   "store.segment_bytes: must be at least twice mqtt.max_packet_size plus 8192 "
                   "(%u < 2 * %u + 8192)", cfg->store_segment_bytes, cfg->max_packet_size);
+        return -EINVAL;
+    }
+    /* Retention keeps whole segments and never deletes the one being written, so a limit below
+     * two segments would delete every closed segment the moment it closes. */
+    if (cfg->store_retention_bytes != 0 &&
+        cfg->store_retention_bytes < 2 * (uint64_t)cfg->store_segment_bytes) {
+        set_error(err, err_len,
+                  "store.retention.bytes: must be 0 or at least twice store.segment_bytes "
+                  "(%" PRIu64 " < 2 * %u)", cfg->store_retention_bytes, cfg->store_segment_bytes);
         return -EINVAL;
     }
     if (cfg->output_buffer_max < cfg->max_packet_size) {

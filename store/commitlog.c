@@ -224,9 +224,10 @@ static int roll(struct commitlog *log)
     return 0;
 }
 
-int64_t commitlog_append_message(struct commitlog *log, const struct record_message *m)
+/* Makes room for a record of `len` bytes in `cur` (rolling first if the segment is full) and
+ * returns where it goes, or -ENOBUFS / -ENOMEM / a roll error. */
+static int64_t reserve_record(struct commitlog *log, uint32_t len)
 {
-    uint32_t len = record_message_len(m);
     ASSERT(len <= RECORD_LEN_MAX);
     if ((uint64_t)log->cur.len + log->sealed.len + len > COMMITLOG_BATCH_MAX)
         return -ENOBUFS;
@@ -238,12 +239,34 @@ int64_t commitlog_append_message(struct commitlog *log, const struct record_mess
     int rc = batch_reserve(&log->cur, len + SEAL_ROOM);
     if (rc < 0)
         return rc;
-    uint64_t off = log->append_off;
+    return (int64_t)log->append_off;
+}
+
+int64_t commitlog_append_message(struct commitlog *log, const struct record_message *m)
+{
+    uint32_t len = record_message_len(m);
+    int64_t off = reserve_record(log, len);
+    if (off < 0)
+        return off;
     uint32_t n = record_encode_message(m, log->cur.buf + log->cur.len);
     ASSERT(n == len);
     log->cur.len += len;
     log->append_off += len;
-    return (int64_t)off;
+    return off;
+}
+
+int64_t commitlog_append_typed(struct commitlog *log, enum record_type type, struct slice body)
+{
+    ASSERT(type == RECORD_SESSION || type == RECORD_CHECKPOINT);
+    uint32_t len = record_body_len(body.len);
+    int64_t off = reserve_record(log, len);
+    if (off < 0)
+        return off;
+    uint32_t n = record_encode_typed(type, body, 0, log->cur.buf + log->cur.len);
+    ASSERT(n == len);
+    log->cur.len += len;
+    log->append_off += len;
+    return off;
 }
 
 /* Pads `cur` to a block boundary (a PAD of at least RECORD_HEADER_LEN bytes). */

@@ -75,6 +75,11 @@ void commitlog_close(struct commitlog *log);
  * already wait for the disk (the caller sheds load), -ENOMEM. */
 int64_t commitlog_append_message(struct commitlog *log, const struct record_message *m);
 
+/* Appends a RECORD_SESSION or RECORD_CHECKPOINT record with `body` (borrowed, copied).
+ * Returns its log offset (it ends at that plus record_body_len(body.len)) or a negative errno
+ * as commitlog_append_message. */
+int64_t commitlog_append_typed(struct commitlog *log, enum record_type type, struct slice body);
+
 /* Once per loop iteration: submits the next write (or async datasync) if one is due. */
 void commitlog_flush(struct commitlog *log, struct io_uring *ring, uint64_t now_ms);
 
@@ -88,6 +93,14 @@ void commitlog_on_sync(struct commitlog *log, int res);
 static inline bool commitlog_has_room(const struct commitlog *log)
 {
     return (uint64_t)log->cur.len + log->sealed.len < COMMITLOG_BATCH_MAX / 2;
+}
+
+/* How far readers may see the log: the durable offset with store.flush = sync, the written one
+ * with async (written data survives a process crash; only a power loss can cut it, and the
+ * index notices at recovery). */
+static inline uint64_t commitlog_visible_off(const struct commitlog *log)
+{
+    return log->flush == STORE_FLUSH_SYNC ? log->durable_off : log->written_off;
 }
 
 /* True while appended data has not reached the disk yet (shutdown waits for false). */

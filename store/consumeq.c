@@ -38,11 +38,9 @@
 
 #define TABLE_CAP_MIN 1024u
 #define DIR_SCAN_MAX (4u * CONSUMEQ_RUN_MAX)  /* run files in a directory, obsolete included */
-#define SEEK_BATCH 256u
 #define REPORT_LINE_MAX 320u
 
 STATIC_ASSERT(sizeof(struct consumeq_entry) == 40, "run format: 40-byte entries");
-STATIC_ASSERT(SEEK_BATCH <= CONSUMEQ_READ_MAX, "seek reads through consumeq_read");
 
 void consumeq_report(const struct consumeq *q, const char *fmt, ...)
 {
@@ -310,13 +308,14 @@ int consumeq_flush(struct consumeq *q, uint64_t covered_off)
 struct read_state {
     uint64_t queue_id;
     uint64_t cursor;              /* the lowest offset still wanted */
+    uint64_t gc_off;              /* entries below it are skipped (0 in seeks, see there) */
     struct consumeq_entry *out;   /* borrowed from the caller */
     uint32_t count;
     uint32_t cap;
 };
 
-/* Adds the entries of the queue in `run` at offsets >= cursor, skipping those below the GC
- * watermark, and moves the cursor past the last one seen. Returns 0 or -errno. */
+/* Adds the entries of the queue in `run` at offsets >= cursor, skipping those below rs->gc_off,
+ * and moves the cursor past the last one seen. Returns 0 or -errno. */
 static int run_collect(struct consumeq *q, const struct consumeq_run *run, struct read_state *rs)
 {
     if (run->entry_count == 0 || rs->queue_id < run->fences[0].queue_id ||
@@ -341,7 +340,7 @@ static int run_collect(struct consumeq *q, const struct consumeq_run *run, struc
             if (e.queue_id < rs->queue_id || e.queue_off < rs->cursor)
                 continue;
             rs->cursor = e.queue_off + 1;
-            if (e.log_off >= q->gc_off)
+            if (e.log_off >= rs->gc_off)
                 rs->out[rs->count++] = e;
         }
     }
@@ -372,6 +371,19 @@ static void mem_collect(const struct consumeq *q, const struct consumeq_slot *s,
     rs->cursor = low + n;
 }
 
+/* Adds the entries of `s` at offsets >= cursor from the runs, oldest run first (invariant 1
+ * keeps them in order). Returns 0 or -errno. */
+static int runs_collect(struct consumeq *q, const struct consumeq_slot *s, struct read_state *rs)
+{
+    for (uint32_t r = 0; r < q->run_count && rs->count < rs->cap && rs->cursor < s->next_off;
+         r++) {
+        int rc = run_collect(q, &q->runs[r], rs);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 ssize_t consumeq_read(struct consumeq *q, uint64_t queue_id, uint64_t from_off,
                       struct consumeq_entry *out, uint32_t cap)
 {
@@ -381,13 +393,15 @@ ssize_t consumeq_read(struct consumeq *q, uint64_t queue_id, uint64_t from_off,
     if (s == NULL || consumeq_slot_is_dropped(s))
         return -ENOENT;
     struct read_state rs = {
-        .queue_id = queue_id, .cursor = MAX(from_off, s->head_off), .out = out, .cap = cap
+        .queue_id = queue_id,
+        .cursor = MAX(from_off, s->head_off),
+        .gc_off = q->gc_off,
+        .out = out,
+        .cap = cap,
     };
-    for (uint32_t r = 0; r < q->run_count && rs.count < cap && rs.cursor < s->next_off; r++) {
-        int rc = run_collect(q, &q->runs[r], &rs);
-        if (rc != 0)
-            return rc;
-    }
+    int rc = runs_collect(q, s, &rs);
+    if (rc != 0)
+        return rc;
     if (rs.count < cap && rs.cursor < s->next_off)
         mem_collect(q, s, &rs);
     ASSERT(rs.count <= cap);
@@ -414,30 +428,105 @@ int consumeq_oldest_off(struct consumeq *q, uint64_t queue_id, uint64_t *oldest_
     return 0;
 }
 
+/* consumeq_seek_log: a binary search, since a queue's log offsets grow with its queue offsets
+ * (invariant 1). An entry is readable when it exists (compaction has not dropped it), its
+ * offset is at or above the head and its log_off is at or above the GC watermark, so with
+ * T = max(target, gc_off) the answer A is the lowest existing offset >= head whose log_off is
+ * >= T, or next_off. Probes therefore read entries below the watermark too (rs.gc_off = 0): a
+ * probe that skipped them would scan the whole GC'd but not yet compacted prefix. Entries that
+ * compaction dropped (below the watermark or the head) are a prefix gap, so a probe at `mid`
+ * may return an entry above `mid`. The search keeps three numbers and two invariants:
+ *   - every existing entry in [head, lo) has log_off < T;
+ *   - no existing entry in [hi, best) has log_off >= T, and `best` is next_off or an existing
+ *     entry at or above the head with log_off >= T;
+ * so A is the first hit in [lo, hi), or `best` when there is none, and the search ends when
+ * [lo, hi) is empty. Each outcome of a probe at `mid` (the first entry e at or above it)
+ * keeps them:
+ *   - no e below hi: [mid, hi) holds no entry, so hi = mid;
+ *   - e below hi with log_off >= T: best = e, hi = mid ([mid, e) holds no entry);
+ *   - e with log_off < T: lo = e + 1 (entries below e have lower log offsets).
+ * Every probe at least halves [lo, hi): O(log n) probes.
+ *
+ * The write buffer is judged first, by one walk of the queue's chain: it holds every offset of
+ * the queue from its oldest buffered entry to next_off (the appends since the last flush), so
+ * the walk gives `best` for that range and the search probes only [head, oldest buffered) in
+ * the runs (see seek_probe for their cost). Probing the buffer through
+ * consumeq_read instead would walk the chain (up to flush_entries links) on every probe. */
+
+/* The write buffer's part of a seek for `log_off` (T above): the lowest buffered offset of `s`
+ * (next_off if none) in *mem_low, and the lowest buffered offset at or above the head whose
+ * log_off is >= `log_off` (next_off if none) in *mem_hit. A re-created queue's chain may still
+ * hold entries below its head. */
+static void seek_mem(const struct consumeq *q, const struct consumeq_slot *s, uint64_t log_off,
+                     uint64_t *mem_low, uint64_t *mem_hit)
+{
+    *mem_low = s->next_off;
+    *mem_hit = s->next_off;
+    /* Bounded: a chain has at most mem_cap links. */
+    for (uint32_t i = s->mem_newest; i != CONSUMEQ_MEM_NONE; i = q->mem_older[i]) {
+        const struct consumeq_entry *e = &q->mem[i];
+        ASSERT_HOT(e->queue_off < s->next_off);
+        *mem_low = MIN(*mem_low, e->queue_off);
+        if (e->queue_off >= s->head_off && e->log_off >= log_off)
+            *mem_hit = MIN(*mem_hit, e->queue_off);
+    }
+}
+
+/* One probe of a seek: the first entry at or above rs->cursor (cap 1) in runs [*run_idx,
+ * run_count), oldest first; *run_idx is left at the run that held it. Runs hold increasing
+ * ranges of a queue (invariant 1), so once a probe found e in run r, no older run holds an
+ * entry above e and later probes above e start at r: a seek reads about one block per probe
+ * plus one per run, not one per run per probe. Returns 0 or -errno. */
+static int seek_probe(struct consumeq *q, struct read_state *rs, uint32_t *run_idx)
+{
+    ASSERT(rs->cap == 1 && rs->count == 0);
+    for (uint32_t r = *run_idx; r < q->run_count; r++) {
+        int rc = run_collect(q, &q->runs[r], rs);
+        if (rc != 0)
+            return rc;
+        if (rs->count > 0) {
+            *run_idx = r;
+            return 0;
+        }
+    }
+    return 0;
+}
+
 int consumeq_seek_log(struct consumeq *q, uint64_t queue_id, uint64_t log_off,
                       uint64_t *queue_off)
 {
     const struct consumeq_slot *s = consumeq_slot_find(q, queue_id);
     if (s == NULL || consumeq_slot_is_dropped(s))
         return -ENOENT;
-    uint64_t next_off = s->next_off;
-    struct consumeq_entry batch[SEEK_BATCH];
-    /* Bounded: every round moves `from` forward by at least one up to next_off. */
-    for (uint64_t from = s->head_off; from < next_off;) {
-        ssize_t n = consumeq_read(q, queue_id, from, batch, SEEK_BATCH);
-        if (n <= 0) {
-            if (n < 0)
-                return (int)n;
-            break;
+    uint64_t target = MAX(log_off, q->gc_off);
+    uint64_t lo = s->head_off;
+    uint64_t hi = 0;
+    uint64_t best = 0;
+    uint32_t lo_run_idx = 0; /* no run older than it holds an entry at or above lo */
+    seek_mem(q, s, target, &hi, &best);
+    /* Bounded: each round shrinks [lo, hi) to at most half (see above). */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        struct consumeq_entry e;
+        struct read_state rs = { .queue_id = queue_id, .cursor = mid, .gc_off = 0, .out = &e,
+                                 .cap = 1 };
+        uint32_t run_idx = lo_run_idx;
+        int rc = seek_probe(q, &rs, &run_idx);
+        if (rc != 0)
+            return rc;
+        ASSERT(rs.count == 0 || e.queue_off >= mid);
+        if (rs.count == 0 || e.queue_off >= hi) {
+            hi = mid;
+        } else if (e.log_off >= target) {
+            best = e.queue_off;
+            hi = mid;
+        } else {
+            lo = e.queue_off + 1;
+            lo_run_idx = run_idx;
         }
-        for (ssize_t i = 0; i < n; i++)
-            if (batch[i].log_off >= log_off) {
-                *queue_off = batch[i].queue_off;
-                return 0;
-            }
-        from = batch[n - 1].queue_off + 1;
     }
-    *queue_off = next_off;
+    ASSERT(best >= s->head_off && best <= s->next_off);
+    *queue_off = best;
     return 0;
 }
 

@@ -87,7 +87,8 @@
  *     of runs is bounded by CONSUMEQ_RUN_MAX and kept low by compaction.
  *   - Reading a queue's newest entries walks its chain in the write buffer (up to
  *     flush_entries links for a hot topic).
- *   - consumeq_seek_log scans the queue from its head in batches (rebuild path only).
+ *   - consumeq_seek_log walks the queue's write-buffer chain once (like a read of its newest
+ *     entries) before its binary search over the runs.
  *   - Runs are written in the host byte order and the module requires little-endian.
  */
 #ifndef KEELMQ_STORE_CONSUMEQ_H
@@ -246,9 +247,12 @@ uint64_t consumeq_next_off(const struct consumeq *q, uint64_t queue_id);
  * none is). Returns 0, -ENOENT, or a read error. */
 int consumeq_oldest_off(struct consumeq *q, uint64_t queue_id, uint64_t *oldest_off);
 
-/* Stores in *queue_off the first offset of `queue_id` whose entry's log offset is >= `log_off`
- * (the next offset if none). Scans from the head (rebuild path). Returns 0, -ENOENT, or a read
- * error. */
+/* Stores in *queue_off the first readable offset of `queue_id` (as consumeq_read sees them:
+ * not below the GC watermark or the head) whose entry's log offset is >= `log_off`, or the
+ * next offset if none. A binary search over queue offsets (they grow with log offsets): about
+ * log2(queue length) + (number of runs) block reads, plus one walk of the queue's write-buffer
+ * chain; cheap enough for every catch-up start. Returns 0, -ENOENT
+ * for a missing or dropped queue, or a read error (-EBADMSG reported, or -errno). */
 int consumeq_seek_log(struct consumeq *q, uint64_t queue_id, uint64_t log_off,
                       uint64_t *queue_off);
 

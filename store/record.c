@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/hash.h"
+#include "core/le.h"
 
 /* Byte offsets of the header fields (docs/storage.md has the table). */
 #define OFF_CHECKSUM 0u
@@ -21,7 +22,7 @@
 #define OFF_RESERVED 25u
 #define OFF_TOPIC_LEN 26u
 #define OFF_CLIENT_ID_LEN 28u
-#define OFF_RESERVED2 30u
+#define OFF_PACKET_ID 30u
 #define OFF_PROPS_LEN 32u
 #define OFF_PAYLOAD_LEN 36u
 #define OFF_RESERVED3 40u
@@ -37,9 +38,9 @@ STATIC_ASSERT(OFF_TIMESTAMP == OFF_TOTAL_LEN + 4 && OFF_FLAGS == OFF_TIMESTAMP +
               "header layout");
 STATIC_ASSERT(OFF_RESERVED == OFF_FLAGS + 1 && OFF_TOPIC_LEN == OFF_RESERVED + 1,
               "header layout");
-STATIC_ASSERT(OFF_CLIENT_ID_LEN == OFF_TOPIC_LEN + 2 && OFF_RESERVED2 == OFF_CLIENT_ID_LEN + 2,
+STATIC_ASSERT(OFF_CLIENT_ID_LEN == OFF_TOPIC_LEN + 2 && OFF_PACKET_ID == OFF_CLIENT_ID_LEN + 2,
               "header layout");
-STATIC_ASSERT(OFF_PROPS_LEN == OFF_RESERVED2 + 2 && OFF_PAYLOAD_LEN == OFF_PROPS_LEN + 4,
+STATIC_ASSERT(OFF_PROPS_LEN == OFF_PACKET_ID + 2 && OFF_PAYLOAD_LEN == OFF_PROPS_LEN + 4,
               "header layout");
 STATIC_ASSERT(OFF_RESERVED3 == OFF_PAYLOAD_LEN + 4 && OFF_RESERVED4 == OFF_RESERVED3 + 4,
               "header layout");
@@ -55,39 +56,6 @@ STATIC_ASSERT(RECORD_LEN_MAX >= RECORD_HEADER_LEN + 268435460u + 65535u + RECORD
               "a maximum MQTT packet's parts and client id fit in one record");
 STATIC_ASSERT(RECORD_MAGIC != 0 && RECORD_VERSION != 0, "a zero header is never valid");
 STATIC_ASSERT(sizeof(struct record_header) == RECORD_HEADER_LEN, "decoded header size");
-
-static void store_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void store_le32(uint8_t *p, uint32_t v)
-{
-    for (unsigned i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void store_le64(uint8_t *p, uint64_t v)
-{
-    for (unsigned i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t load_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t load_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_le64(const uint8_t *p)
-{
-    return (uint64_t)load_le32(p) | (uint64_t)load_le32(p + 4) << 32;
-}
 
 /* Header + body rounded up to RECORD_ALIGN, in 64 bits so no sum of 32-bit parts can wrap. */
 static uint64_t padded_len(uint64_t body_len)
@@ -153,6 +121,8 @@ uint32_t record_encode_message(const struct record_message *m, uint8_t *out)
     out[OFF_FLAGS] = (uint8_t)(m->qos | (m->retain ? RECORD_FLAG_RETAIN : 0));
     store_le16(out + OFF_TOPIC_LEN, (uint16_t)m->topic.len);
     store_le16(out + OFF_CLIENT_ID_LEN, (uint16_t)m->client_id.len);
+    ASSERT(m->packet_id == 0 || m->qos == 2);
+    store_le16(out + OFF_PACKET_ID, m->packet_id);
     store_le32(out + OFF_PROPS_LEN, m->props.len);
     store_le32(out + OFF_PAYLOAD_LEN, m->payload.len);
     uint8_t *at = out + RECORD_HEADER_LEN;
@@ -209,7 +179,7 @@ static void header_load(const uint8_t *p, struct record_header *h)
     h->reserved = p[OFF_RESERVED];
     h->topic_len = load_le16(p + OFF_TOPIC_LEN);
     h->client_id_len = load_le16(p + OFF_CLIENT_ID_LEN);
-    h->reserved2 = load_le16(p + OFF_RESERVED2);
+    h->packet_id = load_le16(p + OFF_PACKET_ID);
     h->props_len = load_le32(p + OFF_PROPS_LEN);
     h->payload_len = load_le32(p + OFF_PAYLOAD_LEN);
     h->reserved3 = load_le32(p + OFF_RESERVED3);
@@ -245,7 +215,8 @@ static bool header_is_sane(const uint8_t *p, const struct record_header *h)
 {
     if (h->magic != RECORD_MAGIC || h->version != RECORD_VERSION)
         return false;
-    if (h->reserved != 0 || h->reserved2 != 0 || h->reserved3 != 0 ||
+    if (h->reserved != 0 || h->reserved3 != 0 ||
+        (h->packet_id != 0 && (h->type != RECORD_MESSAGE || (h->flags & RECORD_FLAG_QOS_MASK) != 2)) ||
         load_le32(p + OFF_RESERVED4) != 0)
         return false;
     if (h->total_len < RECORD_HEADER_LEN || h->total_len % RECORD_ALIGN != 0 ||
@@ -283,6 +254,7 @@ bool record_decode_message(const uint8_t *p, const struct record_header *h,
     out->timestamp_ns = h->timestamp_ns;
     out->qos = h->flags & RECORD_FLAG_QOS_MASK;
     out->retain = (h->flags & RECORD_FLAG_RETAIN) != 0;
+    out->packet_id = h->packet_id;
     out->topic = (struct slice){ at, h->topic_len };
     at += h->topic_len;
     out->client_id = (struct slice){ at, h->client_id_len };

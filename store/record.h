@@ -53,7 +53,7 @@ struct record_header {
     uint8_t reserved;
     uint16_t topic_len;
     uint16_t client_id_len;
-    uint16_t reserved2;
+    uint16_t packet_id;      /* MESSAGE: the inbound packet id of a QoS 2 PUBLISH, else 0 */
     uint32_t props_len;
     uint32_t payload_len;    /* for RECORD_SESSION/CHECKPOINT: the typed body's length */
     uint32_t reserved3;
@@ -68,6 +68,7 @@ struct record_message {
     struct slice client_id;
     struct slice props;      /* wire-form v5 property block that travels; may be empty */
     struct slice payload;
+    uint16_t packet_id;      /* QoS 2: the publisher's packet id (restores its pending ids) */
 };
 
 /* Bytes a record with these body parts takes, padding included. */

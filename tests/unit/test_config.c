@@ -100,6 +100,8 @@ Test(config, defaults_match_the_documentation)
     cr_assert_eq(cfg.shard_recv_buffer_size, 4096);
     cr_assert_eq(cfg.shard_ring_entries, 4096);
     cr_assert_str_eq(cfg.store_dir, "./data");
+    cr_assert_eq(cfg.store_retention_bytes, UINT64_C(10737418240), "10 GiB per shard");
+    cr_assert_eq(cfg.store_retention_hours, 168, "7 days");
     cr_assert_eq(cfg.log_level, LOG_INFO);
     cr_assert_eq(cfg.max_packet_size, 1048576);
     cr_assert_eq(cfg.max_inflight, 32);
@@ -187,6 +189,30 @@ ParameterizedTestParameters(config, set_key_cases)
         { "store.flush", "Sync", -EINVAL, "not one of sync|async" },
         { "store.segment_bytes", "1048575", -EINVAL, "out of range 1048576..2147483648" },
         { "store.flush_interval_ms", "0", -EINVAL, "out of range 1..60000" },
+        /* store.retention.bytes: u64 0..2^50 (the 2 * segment rule is checked by finalize). */
+        { "store.retention.bytes", "0", 0, "0" },
+        { "store.retention.bytes", "1", 0, "1" },
+        { "store.retention.bytes", "4294967296", 0, "4294967296" },
+        { "store.retention.bytes", "1125899906842624", 0, "1125899906842624" },
+        { "store.retention.bytes", "1125899906842625", -EINVAL,
+          "out of range 0..1125899906842624" },
+        { "store.retention.bytes", "18446744073709551615", -EINVAL,
+          "out of range 0..1125899906842624" },
+        { "store.retention.bytes", "18446744073709551616", -EINVAL,
+          "out of range 0..1125899906842624" },
+        { "store.retention.bytes", "999999999999999999999999", -EINVAL,
+          "out of range 0..1125899906842624" },
+        { "store.retention.bytes", "99999999999999999999x", -EINVAL, "not a number" },
+        { "store.retention.bytes", "-1", -EINVAL, "not a number" },
+        { "store.retention.bytes", "10GiB", -EINVAL, "not a number" },
+        { "store.retention.bytes", "", -EINVAL, "empty value" },
+        /* store.retention.hours: u32 0..876000. */
+        { "store.retention.hours", "0", 0, "0" },
+        { "store.retention.hours", "1", 0, "1" },
+        { "store.retention.hours", "876000", 0, "876000" },
+        { "store.retention.hours", "876001", -EINVAL, "out of range 0..876000" },
+        { "store.retention.hours", "4294967296", -EINVAL, "out of range 0..876000" },
+        { "store.retention.hours", "7d", -EINVAL, "not a number" },
         { "store.dir", "  data#1 ", 0, "data#1" },
         { "store.dir", "a #b", -EINVAL, "contains '#' after a blank, which starts a comment" },
         { "store.dir", "a\nb", -EINVAL, "contains a control character" },
@@ -289,6 +315,10 @@ Test(config, set_writes_the_struct_field)
     cr_assert_eq(cfg.log_level, LOG_DEBUG);
     cr_assert_not(cfg.retain_available);
     cr_assert_eq(cfg.shard_count, 3);
+    cr_assert_eq(config_set(&cfg, "store.retention.bytes", "8589934593", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "store.retention.hours", "0", err, sizeof(err)), 0);
+    cr_assert_eq(cfg.store_retention_bytes, UINT64_C(8589934593), "above 32 bits, not cut");
+    cr_assert_eq(cfg.store_retention_hours, 0);
 }
 
 Test(config, file_with_comments_blank_lines_and_crlf_loads)
@@ -495,6 +525,62 @@ Test(config, finalize_rejects_output_buffer_smaller_than_packet)
                      "mqtt.output_buffer_max: smaller than mqtt.max_packet_size (65536 < 1048576)");
 }
 
+Test(config, finalize_accepts_retention_bytes_of_exactly_two_segments)
+{
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    config_defaults(&cfg);
+    cr_assert_eq(config_set(&cfg, "store.segment_bytes", "1048576", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "mqtt.max_packet_size", "65536", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "store.retention.bytes", "2097152", err, sizeof(err)), 0);
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.store_retention_bytes, 2097152);
+}
+
+Test(config, finalize_rejects_retention_bytes_below_two_segments)
+{
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    config_defaults(&cfg);
+    cr_assert_eq(config_set(&cfg, "store.segment_bytes", "1048576", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "mqtt.max_packet_size", "65536", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "store.retention.bytes", "2097151", err, sizeof(err)), 0);
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "store.retention.bytes: must be 0 or at least twice "
+                          "store.segment_bytes (2097151 < 2 * 1048576)");
+}
+
+Test(config, finalize_checks_retention_bytes_against_the_largest_segment_size)
+{
+    /* 2 * 2147483648 does not fit in 32 bits: the rule must be computed in 64. */
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    config_defaults(&cfg);
+    cr_assert_eq(config_set(&cfg, "store.segment_bytes", "2147483648", err, sizeof(err)), 0);
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), 0, "the default 10 GiB >= 4 GiB: %s",
+                 err);
+    config_defaults(&cfg);
+    cr_assert_eq(config_set(&cfg, "store.segment_bytes", "2147483648", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "store.retention.bytes", "4294967295", err, sizeof(err)), 0);
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "store.retention.bytes: must be 0 or at least twice "
+                          "store.segment_bytes (4294967295 < 2 * 2147483648)");
+    cr_assert_eq(config_set(&cfg, "store.retention.bytes", "4294967296", err, sizeof(err)), 0);
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(config, finalize_accepts_zero_retention_as_no_limit)
+{
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    config_defaults(&cfg);
+    cr_assert_eq(config_set(&cfg, "store.retention.bytes", "0", err, sizeof(err)), 0);
+    cr_assert_eq(config_set(&cfg, "store.retention.hours", "0", err, sizeof(err)), 0);
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.store_retention_bytes, 0);
+    cr_assert_eq(cfg.store_retention_hours, 0);
+}
+
 Test(config, finalize_rejects_out_of_range_values_stored_by_code)
 {
     struct config cfg;
@@ -507,6 +593,14 @@ Test(config, finalize_rejects_out_of_range_values_stored_by_code)
     cfg.shard_ring_entries = 1000;
     cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), -EINVAL);
     cr_assert_str_eq(err, "shard.ring_entries: not a power of two");
+    config_defaults(&cfg);
+    cfg.store_retention_bytes = (UINT64_C(1) << 50) + 1;
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "store.retention.bytes: out of range 0..1125899906842624");
+    config_defaults(&cfg);
+    cfg.store_retention_hours = 876001;
+    cr_assert_eq(config_finalize(&cfg, err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "store.retention.hours: out of range 0..876000");
 }
 
 Test(config, print_lists_every_key_once_in_table_order)
@@ -530,6 +624,8 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "store.segment_bytes = 134217728\n"
                                    "store.flush = sync\n"
                                    "store.flush_interval_ms = 10\n"
+                                   "store.retention.bytes = 10737418240\n"
+                                   "store.retention.hours = 168\n"
                                    "log.level = info\n"
                                    "mqtt.max_packet_size = 1048576\n"
                                    "mqtt.max_inflight = 32\n"
@@ -550,6 +646,7 @@ Test(config, print_then_load_gives_the_same_config)
         "listener.tcp.port=1", "listener.tcp.bind=fe80::1", "listener.tcp.backlog=7",
         "shard.count=3", "shard.max_connections=99", "shard.recv_buffer_count=64",
         "shard.recv_buffer_size=1536", "shard.ring_entries=128", "store.dir=/tmp/x#y z",
+        "store.retention.bytes=1099511627776", "store.retention.hours=1",
         "log.level=warn", "mqtt.max_packet_size=70000", "mqtt.max_inflight=9",
         "mqtt.max_queued_messages=77", "mqtt.keepalive_max=30", "mqtt.max_topic_alias=0",
         "mqtt.retain_available=off", "mqtt.connect_timeout_ms=2500",
@@ -571,5 +668,7 @@ Test(config, print_then_load_gives_the_same_config)
     cr_assert_eq(load_text(&back, text, err), 0, "%s", err);
     cr_assert_eq(memcmp(&cfg, &back, sizeof(cfg)), 0, "printed:\n%s", text);
     cr_assert_str_eq(back.store_dir, "/tmp/x#y z");
+    cr_assert_eq(back.store_retention_bytes, UINT64_C(1099511627776));
+    cr_assert_eq(back.store_retention_hours, 1);
     free(text);
 }

@@ -1,7 +1,8 @@
 /* tests/unit/test_consumeq.c - the consume-queue index (store/consumeq): appends and reads
  * across the write buffer and runs, a million small queues, compaction and GC at the watermark,
- * next offsets across compaction and reopen, checkpoint + replay after a simulated crash, and
- * damaged run files (leftover temp file, truncation, flipped bytes, missing run).
+ * next offsets across compaction and reopen, seeks by log offset against a brute force,
+ * checkpoint + replay after a simulated crash, and damaged run files (leftover temp file,
+ * truncation, flipped bytes, missing run).
  *
  * Every test works in its own mkdtemp directory under /tmp (ext4 here, PLATFORM.md), removed
  * in .fini. A "log" is simulated: record i lives at log offset i * LOG_STRIDE.
@@ -468,6 +469,156 @@ Test(consumeq, seek_log_finds_the_first_offset_at_a_log_position)
     cr_assert_eq(consumeq_seek_log(q, 3, 5000 * LOG_STRIDE, &off), 0);
     cr_assert_eq(off, 200);
     cr_assert_eq(consumeq_seek_log(q, 99, 0, &off), -ENOENT);
+    consumeq_close(q);
+}
+
+/* A big queue for seek tests: SEEK_QUEUE gets SEEK_ENTRIES entries from records picked by a
+ * hash (so the gaps between its log offsets vary), queue 8 gets the others. seek_log[i] is
+ * the log offset of SEEK_QUEUE's entry i (its queue offset is i). */
+#define SEEK_QUEUE 7u
+#define SEEK_ENTRIES 100000u
+#define SEEK_EXTRA 5000u
+#define SEEK_STEP 997u
+
+static uint64_t seek_log[SEEK_ENTRIES + SEEK_EXTRA];
+static uint32_t seek_count;
+static uint64_t seek_next_record;
+
+static bool seek_picks(uint64_t record_idx)
+{
+    return ((record_idx * 2654435761u) >> 7) % 3 != 0;
+}
+
+/* Appends records until SEEK_QUEUE holds `until` entries; a full compaction when it reaches
+ * `compact_at` (0: none). */
+static void seek_fill(struct consumeq *q, uint32_t until, uint32_t compact_at)
+{
+    while (seek_count < until) {
+        uint64_t rec = seek_next_record++;
+        if (!seek_picks(rec)) {
+            append(q, 8, rec);
+            continue;
+        }
+        cr_assert_eq(append(q, SEEK_QUEUE, rec), seek_count);
+        seek_log[seek_count++] = rec * LOG_STRIDE;
+        if (seek_count == compact_at)
+            cr_assert_eq(consumeq_compact(q, CONSUMEQ_COMPACT_FULL), 1);
+    }
+}
+
+/* Checks consumeq_seek_log at targets given in increasing order against a brute-force walk:
+ * the answer is the first entry at or above both the target and the watermark `gc_off`. */
+struct seek_check {
+    struct consumeq *q;
+    uint64_t gc_off;
+    uint32_t brute_idx;
+    uint64_t last_target;
+    uint64_t checked;
+};
+
+static void seek_expect(struct seek_check *c, uint64_t target)
+{
+    cr_assert_geq(target, c->last_target, "targets come in order");
+    c->last_target = target;
+    while (c->brute_idx < seek_count &&
+           (seek_log[c->brute_idx] < target || seek_log[c->brute_idx] < c->gc_off))
+        c->brute_idx++;
+    uint64_t off = CONSUMEQ_OFF_NONE;
+    cr_assert_eq(consumeq_seek_log(c->q, SEEK_QUEUE, target, &off), 0);
+    cr_assert_eq(off, c->brute_idx, "seek to %lu: %lu, want %u", target, off, c->brute_idx);
+    c->checked++;
+}
+
+/* Every SEEK_STEP-th log offset, before the first entry, exactly at and just after every
+ * `entry_stride`-th entry and every entry near the watermark (just after is between two
+ * entries: records are LOG_STRIDE apart), and after the last. Returns the number of seeks. */
+static uint64_t seek_expect_all(struct consumeq *q, uint64_t gc_off, uint32_t entry_stride)
+{
+    uint64_t end = seek_log[seek_count - 1] + 2 * SEEK_STEP;
+    struct seek_check c = { .q = q, .gc_off = gc_off };
+    for (uint64_t t = 0; t <= end; t += SEEK_STEP)
+        seek_expect(&c, t);
+    c = (struct seek_check){ .q = q, .gc_off = gc_off };
+    seek_expect(&c, 0);
+    for (uint32_t i = 0; i < seek_count; i++) {
+        bool is_near_gc = seek_log[i] + 64 * LOG_STRIDE > gc_off &&
+                          seek_log[i] < gc_off + 64 * LOG_STRIDE;
+        if (i % entry_stride != 0 && !is_near_gc && i + 1 != seek_count)
+            continue;
+        seek_expect(&c, seek_log[i]);
+        seek_expect(&c, seek_log[i] + 1);
+    }
+    seek_expect(&c, seek_log[seek_count - 1] + RECORD_LEN);
+    seek_expect(&c, UINT64_MAX);
+    cr_assert_eq(c.brute_idx, seek_count, "past the end is the next offset");
+    return c.checked;
+}
+
+Test(consumeq, seek_log_matches_brute_force_over_runs_and_buffer)
+{
+    seek_count = 0;
+    seek_next_record = 1; /* log offset 0 holds nothing of the queue: "before the first" */
+    struct consumeq *q = open_index(8192, NULL);
+    seek_fill(q, SEEK_ENTRIES, 70000);
+    struct consumeq_stats st;
+    consumeq_stats(q, &st);
+    cr_assert_geq(st.run_count, 4, "one merged run and newer flushed runs");
+    cr_assert_gt(st.mem_entry_count, 0, "the newest entries are in the write buffer");
+    cr_assert_eq(consumeq_next_off(q, SEEK_QUEUE), SEEK_ENTRIES);
+    cr_assert_gt(seek_expect_all(q, 0, 1), 2 * (uint64_t)SEEK_ENTRIES);
+
+    /* A watermark between two entries, before compaction (GC'd entries are still in runs)
+     * and after it (they are gone: probes land above their offset). */
+    uint64_t gc_off = seek_log[31234] + 1;
+    consumeq_set_gc(q, gc_off);
+    seek_expect_all(q, gc_off, 11);
+    cr_assert_eq(consumeq_compact(q, CONSUMEQ_COMPACT_FULL), 1);
+    consumeq_stats(q, &st);
+    cr_assert_eq(st.mem_entry_count, 0);
+    cr_assert_geq(st.entries_dropped_gc, 31235);
+    seek_expect_all(q, gc_off, 1);
+    uint64_t off = 0;
+    cr_assert_eq(consumeq_seek_log(q, SEEK_QUEUE, 0, &off), 0);
+    cr_assert_eq(off, 31235, "the oldest readable entry");
+
+    /* New entries in the buffer, then a watermark inside them: every run entry is garbage. */
+    seek_fill(q, SEEK_ENTRIES + SEEK_EXTRA, 0);
+    consumeq_stats(q, &st);
+    cr_assert_geq(st.mem_entry_count, SEEK_EXTRA);
+    seek_expect_all(q, gc_off, 11);
+    gc_off = seek_log[SEEK_ENTRIES + 17];
+    consumeq_set_gc(q, gc_off);
+    seek_expect_all(q, gc_off, 11);
+    cr_assert_eq(consumeq_seek_log(q, SEEK_QUEUE, 0, &off), 0);
+    cr_assert_eq(off, SEEK_ENTRIES + 17);
+    consumeq_close(q);
+}
+
+Test(consumeq, seek_log_skips_entries_below_the_head_of_a_recreated_queue)
+{
+    struct consumeq *q = open_index(64, NULL);
+    const uint64_t filter = 9;
+    cr_assert_eq(consumeq_create(q, filter), 0);
+    for (uint64_t i = 0; i < 1000; i++)
+        append(q, filter, i); /* in runs and the buffer */
+    cr_assert_eq(consumeq_drop(q, filter), 0);
+    cr_assert_eq(consumeq_create(q, filter), 0);
+    uint64_t off = 0;
+    cr_assert_eq(consumeq_seek_log(q, filter, 0, &off), 0);
+    cr_assert_eq(off, 1000, "nothing readable: the next offset");
+    for (uint64_t i = 1000; i < 1100; i++)
+        cr_assert_eq(append(q, filter, i), i);
+    for (uint64_t i = 0; i < 1100; i += 7) {
+        cr_assert_eq(consumeq_seek_log(q, filter, i * LOG_STRIDE, &off), 0);
+        cr_assert_eq(off, MAX(i, 1000), "seek to record %lu", i);
+    }
+    cr_assert_eq(consumeq_flush(q, 0), 0);
+    cr_assert_eq(consumeq_seek_log(q, filter, 5 * LOG_STRIDE, &off), 0);
+    cr_assert_eq(off, 1000);
+    cr_assert_eq(consumeq_seek_log(q, filter, 1050 * LOG_STRIDE + 1, &off), 0);
+    cr_assert_eq(off, 1051);
+    cr_assert_eq(consumeq_seek_log(q, filter, 1100 * LOG_STRIDE, &off), 0);
+    cr_assert_eq(off, 1100);
     consumeq_close(q);
 }
 

@@ -163,7 +163,7 @@ Test(record, header_layout_is_fixed)
     cr_assert_eq(b[25], 0);                                /* reserved */
     le_u16_is(b + 26, (uint16_t)m.topic.len);              /* topic_len */
     le_u16_is(b + 28, (uint16_t)m.client_id.len);          /* client_id_len */
-    le_u16_is(b + 30, 0);                                  /* reserved2 */
+    le_u16_is(b + 30, 0);                                  /* packet_id (QoS 1) */
     le_u32_is(b + 32, m.props.len);                        /* props_len */
     le_u32_is(b + 36, m.payload.len);                      /* payload_len */
     le_u32_is(b + 40, 0);                                  /* reserved3 */
@@ -346,7 +346,7 @@ Test(record, bad_fields_are_corrupt)
         { 24, 0x08 },         /* unknown flag */
         { 25, 1 },            /* reserved */
         { 26, 0xFF },         /* topic_len: parts no longer add up */
-        { 31, 1 },            /* reserved2 */
+        { 31, 1 },            /* packet_id on a QoS 1 message */
         { 39, 1 },            /* payload_len huge */
         { 41, 1 },            /* reserved3 */
         { 47, 1 },            /* reserved4 */
