@@ -93,9 +93,10 @@ $(BUILD)/nullbroker: $(BUILD)/bench/nullbroker.o $(BUILD)/libkeelmq.a
 -include $(BUILD)/bench/nullbroker.d
 # --- end of bench/nullbroker ---
 
-# --- keelmq-bench: the load generator (issue 3). Everything in bench/ but the two mains
+# --- keelmq-bench: the load generator (issue 3). Everything in bench/ but the mains
 # goes into libbench.a, which the unit tests link too (tests/unit/test_histogram.c, ...).
-BENCH_LIB_SRCS := $(filter-out bench/bench_main.c bench/nullbroker.c,$(wildcard bench/*.c))
+BENCH_LIB_SRCS := $(filter-out bench/bench_main.c bench/nullbroker.c bench/storebench.c,\
+                  $(wildcard bench/*.c))
 BENCH_LIB_OBJS := $(BENCH_LIB_SRCS:%.c=$(BUILD)/%.o)
 all: $(BUILD)/keelmq-bench
 bench: $(BUILD)/keelmq-bench
@@ -111,6 +112,21 @@ $(BUILD)/bench/bench_report.o: CFLAGS += -DKEELMQ_VERSION='"$(VERSION)"'
 
 -include $(BENCH_LIB_OBJS:.o=.d) $(BUILD)/bench/bench_main.d
 # --- end of keelmq-bench ---
+
+# --- keelmq-storebench: the commit log micro-benchmark with its raw-disk reference. One file,
+# linked against the library (store/commitlog.h, io/uring.h) and the bench histogram only;
+# not part of libbench.a (see BENCH_LIB_SRCS). docs/benchmarks.md "Store micro-benchmark".
+all: $(BUILD)/keelmq-storebench
+bench: $(BUILD)/keelmq-storebench
+
+$(BUILD)/keelmq-storebench: $(BUILD)/bench/storebench.o $(BUILD)/bench/histogram.o \
+                            $(BUILD)/libkeelmq.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bench/storebench.o: CFLAGS += -DKEELMQ_VERSION='"$(VERSION)"'
+
+-include $(BUILD)/bench/storebench.d
+# --- end of keelmq-storebench ---
 
 unit: $(UNIT_BINS)
 integ: $(INTEG_BINS) $(BUILD)/keelmq
