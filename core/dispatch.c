@@ -17,6 +17,7 @@
 #include "core/conn.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "core/persist.h"
 #include "core/router.h"
 #include "core/session.h"
 #include "core/shard.h"
@@ -24,6 +25,9 @@
 #include "core/topic.h"
 
 #define CLIENT_ID_ASSIGNED_MAX 40
+
+struct suback_answer;
+static bool answer_subscribe(struct shard *s, struct conn *c, struct suback_answer *a);
 
 /* Ends the connection for a peer error: DISCONNECT(rc) on v5, plain close on v3. */
 static bool fail(struct shard *s, struct conn *c, enum mqtt_rc rc, const char *what)
@@ -315,6 +319,9 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
             session_destroy(s, sess);
         return refuse_connect(s, c, rc, MQTT_V3_SERVER_UNAVAILABLE, "bad will");
     }
+    /* Journals the session's STATE (or its END, when a stored session goes on without
+     * persistence) before CONNACK, in log order ahead of anything the client does next. */
+    session_set_persistent(s, sess, sess->persistent);
     c->keepalive_ms = (uint32_t)keepalive * 1500u;
     c->state = CONN_ACTIVE;
     if (!write_connack(s, c, present, assigned, keepalive, keepalive != cn->keepalive_s)) {
@@ -398,9 +405,10 @@ static struct slice resolve_alias(struct shard *s, struct conn *c,
     return topic;
 }
 
-/* Queues `m` until the log is durable up to `end_off` (takes the caller's reference). */
+/* Queues `m` (may be NULL; takes the caller's reference) to route, and/or `ack_type` for
+ * `packet_id` to send to `c`, once the log is visible up to `end_off`. */
 static bool wait_durable(struct shard *s, struct conn *c, struct msg *m, uint64_t end_off,
-                         const struct mqtt_publish *p)
+                         uint8_t ack_type, uint16_t packet_id)
 {
     if (s->waits_len == s->waits_cap) {
         uint32_t cap = s->waits_cap ? s->waits_cap * 2 : 256;
@@ -416,28 +424,39 @@ static bool wait_durable(struct shard *s, struct conn *c, struct msg *m, uint64_
     }
     s->waits[(s->waits_head + s->waits_len++) % s->waits_cap] = (struct durable_wait){
         .end_off = end_off, .msg = m, .conn_idx = c->idx, .conn_gen = c->gen,
-        .packet_id = p->packet_id, .qos = p->qos,
+        .packet_id = packet_id, .ack_type = ack_type, .answer = NULL,
     };
     return true;
 }
 
 void dispatch_on_durable(struct shard *s)
 {
+    persist_on_visible(s); /* Indexed before anything below is routed (core/persist.h). */
+    uint64_t visible = commitlog_visible_off(&s->log);
     while (s->waits_len > 0) {
         struct durable_wait *w = &s->waits[s->waits_head];
-        if (w->end_off > s->log.durable_off)
+        if (w->end_off > visible)
             return;
         struct durable_wait done = *w;
         s->waits_head = (s->waits_head + 1) % s->waits_cap;
         s->waits_len--;
-        if (!s->stopping)
-            router_route(s, done.msg);
-        msg_release(done.msg);
+        if (done.msg != NULL) {
+            if (!s->stopping)
+                router_route(s, done.msg);
+            msg_release(done.msg);
+        }
         struct conn *c = &s->conns[done.conn_idx];
-        if (c->gen == done.conn_gen && c->state == CONN_ACTIVE && !s->stopping)
-            (void)send_ack(s, c, done.qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, done.packet_id,
+        bool live = c->gen == done.conn_gen && c->state == CONN_ACTIVE && !s->stopping;
+        if (done.ack_type == MQTT_SUBACK) {
+            if (live)
+                (void)answer_subscribe(s, c, done.answer); /* Closes the conn on failure. */
+            else
+                free(done.answer);
+        } else if (done.ack_type != 0 && live) {
+            (void)send_ack(s, c, done.ack_type, done.packet_id,
                            MQTT_RC_SUCCESS); /* On failure it closed the conn: the client
                                               * re-sends after reconnecting. */
+        }
     }
 }
 
@@ -481,7 +500,7 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
             (void)session_qos2_remove(sess, p->packet_id);
         return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
     }
-    int64_t end_off = router_append(s, m);
+    int64_t end_off = router_append(s, m, p->packet_id);
     if (end_off == -ENOBUFS) {
         /* The disk is behind: hold this publisher's input (this PUBLISH first) until the log
          * has room, rather than drop or ack what is not stored. */
@@ -499,14 +518,16 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
             (void)session_qos2_remove(sess, p->packet_id);
         return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
     }
-    /* store.flush = sync: QoS 1/2 are routed and acked once durable; async: on append. */
-    if (p->qos > 0 && s->cfg->store_flush == STORE_FLUSH_SYNC &&
-        (uint64_t)end_off > s->log.durable_off) {
-        if (!wait_durable(s, c, m, (uint64_t)end_off, p)) {
+    /* QoS 1/2 are routed once visible (indexed at the same moment: core/persist.h) and
+     * acked once durable (store.flush = sync) or at once (async). */
+    uint8_t ack_type = p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
+    if (p->qos > 0 && (uint64_t)end_off > commitlog_visible_off(&s->log)) {
+        bool sync = s->cfg->store_flush == STORE_FLUSH_SYNC;
+        if (!wait_durable(s, c, m, (uint64_t)end_off, sync ? ack_type : 0, p->packet_id)) {
             msg_release(m);
             return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
         }
-        return true; /* Routed and acked by dispatch_on_durable. */
+        return sync || send_ack(s, c, ack_type, p->packet_id, MQTT_RC_SUCCESS);
     }
     router_route(s, m);
     msg_release(m);
@@ -514,8 +535,26 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
         return false; /* Delivering may have closed it (its own output overflowed). */
     if (p->qos == 0)
         return true;
-    return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
-                    MQTT_RC_SUCCESS);
+    return send_ack(s, c, ack_type, p->packet_id, MQTT_RC_SUCCESS);
+}
+
+/* A released inbound QoS 2 id: a persistent session journals it, and PUBCOMP follows once
+ * that is durable (store.flush = sync), so the id is never both reused by the client and
+ * still held after a crash (a re-sent PUBLISH would be taken for a duplicate). */
+static bool on_release(struct shard *s, struct conn *c, uint16_t packet_id)
+{
+    struct session *sess = c->session;
+    if (!sess->journaled)
+        return send_ack(s, c, MQTT_PUBCOMP, packet_id, MQTT_RC_SUCCESS);
+    uint64_t end_off = persist_journal_rel(s, sess, packet_id);
+    if (end_off == 0)
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "log full at PUBREL");
+    if (s->cfg->store_flush == STORE_FLUSH_SYNC && end_off > s->log.durable_off) {
+        if (!wait_durable(s, c, NULL, end_off, MQTT_PUBCOMP, packet_id))
+            return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+        return true;
+    }
+    return send_ack(s, c, MQTT_PUBCOMP, packet_id, MQTT_RC_SUCCESS);
 }
 
 static bool on_ack(struct shard *s, struct conn *c, uint8_t type, const struct mqtt_ack *a)
@@ -534,7 +573,7 @@ static bool on_ack(struct shard *s, struct conn *c, uint8_t type, const struct m
         return send_ack(s, c, MQTT_PUBREL, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
     case MQTT_PUBREL:
         if (session_qos2_remove(sess, a->packet_id))
-            return send_ack(s, c, MQTT_PUBCOMP, a->packet_id, MQTT_RC_SUCCESS);
+            return on_release(s, c, a->packet_id);
         return send_ack(s, c, MQTT_PUBCOMP, a->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND);
     case MQTT_PUBCOMP:
         (void)session_on_pubcomp(s, sess, a->packet_id); /* Unknown ids are ignored. */
@@ -567,47 +606,88 @@ static uint8_t subscribe_one(struct shard *s, struct conn *c, struct slice filte
         return v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;
     }
     *is_new = added == 1;
+    if (added == 1)
+        session_filter_changed(s, c->session, filter, +1);
     return options & MQTT_SUBOPT_QOS_MASK;
+}
+
+/* What SUBACK answers and which retained messages follow it: kept until the subscription's
+ * journal record is durable when that has to wait (store.flush = sync). One allocation. */
+struct suback_answer {
+    uint16_t packet_id;
+    uint32_t count;
+    uint32_t sub_id;
+    uint8_t *rcs;            /* count reason codes */
+    uint8_t *fresh;          /* count flags: the subscription is new (retain handling 1) */
+    struct slice entries;    /* a copy of the SUBSCRIBE's entries */
+};
+
+static struct suback_answer *suback_answer_create(const struct mqtt_subscribe *sub)
+{
+    struct suback_answer *a = malloc(sizeof(*a) + 2u * sub->count + sub->entries.len);
+    if (a == NULL)
+        return NULL;
+    a->packet_id = sub->packet_id;
+    a->count = sub->count;
+    a->sub_id = mqtt_props_has(&sub->props, MQTT_PROP_SUBSCRIPTION_ID) ? sub->props.sub_id : 0;
+    a->rcs = (uint8_t *)(a + 1);
+    a->fresh = a->rcs + sub->count;
+    memcpy(a->fresh + sub->count, sub->entries.ptr, sub->entries.len);
+    a->entries = (struct slice){ a->fresh + sub->count, sub->entries.len };
+    return a;
+}
+
+/* Writes SUBACK, then the retained messages of the new subscriptions; frees `a`. */
+static bool answer_subscribe(struct shard *s, struct conn *c, struct suback_answer *a)
+{
+    struct mqtt_packet pkt = { .type = MQTT_SUBACK };
+    pkt.suback.packet_id = a->packet_id;
+    pkt.suback.rcs = (struct slice){ a->rcs, a->count };
+    bool ok = session_write_packet(s, c, &pkt);
+    /* Retained messages follow the SUBACK (MQTT-3.8.4-4 ordering as clients expect it). */
+    uint32_t pos = 0;
+    struct slice filter;
+    uint8_t options;
+    for (uint32_t i = 0; ok && codec_sub_next(a->entries, &pos, &filter, &options); i++) {
+        uint8_t handling = (options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >>
+                           MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+        if (a->rcs[i] >= 0x80 || handling == 2 || (handling == 1 && !a->fresh[i]))
+            continue;
+        router_send_retained(s, c->session, filter, a->rcs[i], a->sub_id);
+    }
+    free(a);
+    if (!ok)
+        return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at SUBACK");
+    return c->state == CONN_ACTIVE;
 }
 
 static bool on_subscribe(struct shard *s, struct conn *c, const struct mqtt_subscribe *sub)
 {
-    uint8_t *rcs = malloc(sub->count);
-    uint8_t *fresh = malloc(sub->count);
-    if (rcs == NULL || fresh == NULL) {
-        free(rcs);
-        free(fresh);
+    struct suback_answer *a = suback_answer_create(sub);
+    if (a == NULL)
         return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
-    }
-    uint32_t sub_id = mqtt_props_has(&sub->props, MQTT_PROP_SUBSCRIPTION_ID) ? sub->props.sub_id
-                                                                              : 0;
     uint32_t pos = 0;
     struct slice filter;
     uint8_t options;
     for (uint32_t i = 0; codec_sub_next(sub->entries, &pos, &filter, &options); i++) {
         ASSERT(i < sub->count);
         bool is_new = false;
-        rcs[i] = subscribe_one(s, c, filter, options, sub_id, &is_new);
-        fresh[i] = is_new;
+        a->rcs[i] = subscribe_one(s, c, filter, options, a->sub_id, &is_new);
+        a->fresh[i] = is_new;
     }
-    struct mqtt_packet pkt = { .type = MQTT_SUBACK };
-    pkt.suback.packet_id = sub->packet_id;
-    pkt.suback.rcs = (struct slice){ rcs, sub->count };
-    bool ok = session_write_packet(s, c, &pkt);
-    /* Retained messages follow the SUBACK (MQTT-3.8.4-4 ordering as clients expect it). */
-    pos = 0;
-    for (uint32_t i = 0; ok && codec_sub_next(sub->entries, &pos, &filter, &options); i++) {
-        uint8_t handling = (options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >>
-                           MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
-        if (rcs[i] >= 0x80 || handling == 2 || (handling == 1 && !fresh[i]))
-            continue;
-        router_send_retained(s, c->session, filter, rcs[i], sub_id);
+    if (!c->session->journaled)
+        return answer_subscribe(s, c, a);
+    /* A persistent session's subscriptions are durable before SUBACK says so. */
+    uint64_t end_off = persist_journal_state(s, c->session); /* 0: refused (logged) */
+    if (end_off == 0 || s->cfg->store_flush != STORE_FLUSH_SYNC ||
+        end_off <= s->log.durable_off)
+        return answer_subscribe(s, c, a);
+    if (!wait_durable(s, c, NULL, end_off, MQTT_SUBACK, 0)) {
+        free(a);
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
     }
-    free(rcs);
-    free(fresh);
-    if (!ok)
-        return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at SUBACK");
-    return c->state == CONN_ACTIVE;
+    s->waits[(s->waits_head + s->waits_len - 1) % s->waits_cap].answer = a;
+    return true;
 }
 
 static bool on_unsubscribe(struct shard *s, struct conn *c, const struct mqtt_subscribe *un)
@@ -626,10 +706,14 @@ static bool on_unsubscribe(struct shard *s, struct conn *c, const struct mqtt_su
             continue;
         }
         bool removed = subtree_remove(s->subs, filter, c->session) == 0;
-        if (removed)
+        if (removed) {
             (void)session_sub_remove(c->session, filter); /* Kept in step with the tree. */
+            session_filter_changed(s, c->session, filter, -1);
+        }
         rcs[i] = removed ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
+    if (c->session->journaled)
+        (void)persist_journal_state(s, c->session); /* Counted and logged on failure. */
     struct mqtt_packet pkt = { .type = MQTT_UNSUBACK };
     pkt.suback.packet_id = un->packet_id;
     pkt.suback.rcs = (struct slice){ rcs, c->version == MQTT_V5 ? un->count : 0 };
@@ -651,6 +735,8 @@ static bool on_disconnect(struct shard *s, struct conn *c, const struct mqtt_rea
                 return fail(s, c, MQTT_RC_PROTOCOL_ERROR, "session expiry set at DISCONNECT");
             sess->expiry_s = r->props.session_expiry;
             sess->persistent = sess->expiry_s > 0;
+            if (sess->journaled || sess->persistent)
+                session_set_persistent(s, sess, sess->persistent);
         }
         publish_will = r->rc == MQTT_RC_DISCONNECT_WITH_WILL;
     }

@@ -76,6 +76,8 @@ struct msg *msg_create(struct slice topic, struct slice payload, const struct mq
     m->retain = retain;
     m->origin_shard = origin_shard;
     m->owner_shard = origin_shard;
+    m->log_off = MSG_NOT_LOGGED;
+    m->log_len = 0;
     m->time_ns = base_wall_ns();
     uint8_t *p = m->data;
     p = copy_in(p, &m->topic, topic);

@@ -17,6 +17,8 @@
 #include "core/base.h"
 #include "core/codec.h"
 
+#define MSG_NOT_LOGGED UINT64_MAX
+
 struct msg {
     uint32_t refs;           /* owner shard only */
     uint32_t alloc_len;      /* bytes of this allocation, header included */
@@ -25,6 +27,9 @@ struct msg {
     uint16_t origin_shard;   /* where it was published (orders retained updates) */
     uint16_t owner_shard;    /* whose memory it is: only that shard counts references */
     uint64_t time_ns;        /* wall-clock receive time: orders retained updates across shards */
+    uint64_t log_off;        /* where its record starts in the origin shard's log, or
+                              * MSG_NOT_LOGGED (not appended, or recovered) */
+    uint32_t log_len;        /* the record's length (log_off + log_len: its end) */
     struct slice topic;
     struct slice client_id;  /* publisher (no-local, logs) */
     struct slice payload;

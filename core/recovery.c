@@ -18,7 +18,9 @@
 #include "core/msg.h"
 #include "core/retain.h"
 #include "core/topic.h"
+#include "core/hash.h"
 #include "store/commitlog.h"
+#include "store/journal.h"
 
 #define RECOVERY_OWNER 0xFFFFu /* not a shard: memory of the main thread */
 #define RECOVERY_SHARD_MAX 256
@@ -54,10 +56,160 @@ static int keep_retained(struct recovery *r, struct msg *m)
     return 0;
 }
 
+static int table_grow(struct recovery *r)
+{
+    uint32_t cap = r->session_table == NULL ? 1024 : (r->session_table_mask + 1) * 2;
+    uint32_t *t = calloc(cap, sizeof(*t));
+    if (t == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < r->session_count; i++) {
+        uint32_t j = (uint32_t)r->sessions[i].hash & (cap - 1);
+        while (t[j] != 0)
+            j = (j + 1) & (cap - 1);
+        t[j] = i + 1;
+    }
+    free(r->session_table);
+    r->session_table = t;
+    r->session_table_mask = cap - 1;
+    return 0;
+}
+
+/* The entry of `client_id`, created if missing. NULL when out of memory. */
+static struct recovery_session *session_of(struct recovery *r, struct slice client_id)
+{
+    if (r->session_table == NULL || (r->session_count + 1) * 2 > r->session_table_mask + 1) {
+        if (table_grow(r) != 0)
+            return NULL;
+    }
+    uint64_t h = hash_bytes(client_id.ptr, client_id.len);
+    uint32_t j = (uint32_t)h & r->session_table_mask;
+    for (; r->session_table[j] != 0; j = (j + 1) & r->session_table_mask) {
+        struct recovery_session *e = &r->sessions[r->session_table[j] - 1];
+        if (e->hash == h && e->client_id_len == client_id.len &&
+            memcmp(e->client_id, client_id.ptr, client_id.len) == 0)
+            return e;
+    }
+    if (r->session_count == r->session_cap) {
+        uint32_t cap = r->session_cap ? r->session_cap * 2 : 64;
+        struct recovery_session *n = realloc(r->sessions, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        r->sessions = n;
+        r->session_cap = cap;
+    }
+    struct recovery_session *e = &r->sessions[r->session_count];
+    memset(e, 0, sizeof(*e));
+    e->client_id = malloc((size_t)client_id.len + 1);
+    if (e->client_id == NULL)
+        return NULL;
+    memcpy(e->client_id, client_id.ptr, client_id.len);
+    e->client_id[client_id.len] = '\0';
+    e->client_id_len = (uint16_t)client_id.len;
+    e->hash = h;
+    r->session_table[j] = ++r->session_count;
+    return e;
+}
+
+/* Replaces *dst with a copy of `body`. */
+static int keep_body(uint8_t **dst, uint32_t *dst_len, struct slice body)
+{
+    uint8_t *copy = malloc(MAX(body.len, 1u));
+    if (copy == NULL)
+        return -ENOMEM;
+    memcpy(copy, body.ptr, body.len);
+    free(*dst);
+    *dst = copy;
+    *dst_len = body.len;
+    return 0;
+}
+
+static void qos2_remove(struct recovery_session *e, uint16_t id)
+{
+    for (uint32_t i = 0; i < e->qos2_in_len; i++)
+        if (e->qos2_in[i] == id) {
+            e->qos2_in[i] = e->qos2_in[--e->qos2_in_len];
+            return;
+        }
+}
+
+static int qos2_add(struct recovery_session *e, uint16_t id)
+{
+    qos2_remove(e, id);
+    if (e->qos2_in_len == e->qos2_in_cap) {
+        if (e->qos2_in_cap >= 65535)
+            return 0;
+        uint32_t cap = e->qos2_in_cap ? e->qos2_in_cap * 2 : 4;
+        uint16_t *n = realloc(e->qos2_in, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        e->qos2_in = n;
+        e->qos2_in_cap = cap;
+    }
+    e->qos2_in[e->qos2_in_len++] = id;
+    return 0;
+}
+
+static void forget(struct recovery_session *e)
+{
+    free(e->state);
+    free(e->cursor);
+    e->state = e->cursor = NULL;
+    e->state_len = e->cursor_len = 0;
+    e->qos2_in_len = 0;
+}
+
+/* One journal record. Records older than what is held (another log, after a change of
+ * shard.count) do not override it. */
+static int on_journal(struct scan_ctx *sc, const uint8_t *p, const struct record_header *h)
+{
+    struct recovery *r = sc->r;
+    struct journal_entry e;
+    if (journal_decode(record_body(p, h), &e) != 0) {
+        r->journal_bad++;
+        return 0;
+    }
+    r->journal_records++;
+    struct recovery_session *rs = session_of(r, e.client_id);
+    if (rs == NULL)
+        return -ENOMEM;
+    /* Within one log, log order rules (the clock may step back); across logs, time. */
+    if (rs->last_ns != 0 && rs->last_log != sc->shard && e.time_ns < rs->last_ns &&
+        e.kind != JOURNAL_REL)
+        return 0;
+    rs->last_ns = e.time_ns;
+    rs->last_log = sc->shard;
+    switch (e.kind) {
+    case JOURNAL_STATE:
+        rs->ended = false;
+        return keep_body(&rs->state, &rs->state_len, record_body(p, h));
+    case JOURNAL_CURSOR:
+        return keep_body(&rs->cursor, &rs->cursor_len, record_body(p, h));
+    case JOURNAL_END:
+        rs->ended = true;
+        forget(rs);
+        return 0;
+    case JOURNAL_REL:
+        qos2_remove(rs, e.packet_id);
+        return 0;
+    default:
+        return 0; /* JOURNAL_OUT: not written by this version. */
+    }
+}
+
 static int on_record(void *ctx, uint64_t off, const uint8_t *p, const struct record_header *h)
 {
     (void)off;
     struct scan_ctx *sc = ctx;
+    if (h->type == RECORD_SESSION)
+        return on_journal(sc, p, h);
+    if (h->type == RECORD_MESSAGE && h->packet_id != 0) {
+        struct record_message qm;
+        if (record_decode_message(p, h, &qm)) {
+            struct recovery_session *rs = session_of(sc->r, qm.client_id);
+            if (rs == NULL || qos2_add(rs, qm.packet_id) != 0)
+                return -ENOMEM;
+        }
+    }
     if (h->type != RECORD_MESSAGE || !(h->flags & RECORD_FLAG_RETAIN))
         return 0;
     struct record_message rm;
@@ -155,6 +307,12 @@ int recovery_run(struct recovery *r, const struct config *cfg, char *err, size_t
     collect_retained(r);
     if (r->retained_count > 0)
         LOG_INFO("store", "recovered retained=%u", r->retained_count);
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < r->session_count; i++)
+        live += recovery_session_live(&r->sessions[i]);
+    if (r->journal_records > 0 || r->journal_bad > 0)
+        LOG_INFO("store", "recovered sessions=%u journal_records=%llu undecodable=%llu", live,
+                 (unsigned long long)r->journal_records, (unsigned long long)r->journal_bad);
     return 0;
 }
 
@@ -172,5 +330,12 @@ void recovery_free(struct recovery *r)
     if (r->index != NULL)
         retain_destroy(r->index, release_value, NULL);
     free(r->shards);
+    for (uint32_t i = 0; i < r->session_count; i++) {
+        forget(&r->sessions[i]);
+        free(r->sessions[i].qos2_in);
+        free(r->sessions[i].client_id);
+    }
+    free(r->sessions);
+    free(r->session_table);
     memset(r, 0, sizeof(*r));
 }

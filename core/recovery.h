@@ -3,8 +3,12 @@
  * Main thread only, before the shards start: scans every shard's commit log
  * (store.dir/shard-N, through store/segment.h: checksums verified, a torn tail cut, mid-log
  * corruption reported with its position), logs one summary line per log, and rebuilds what
- * the shards adopt: where each log's next append goes, and the retained messages (the newest
- * record per topic across all logs wins; an empty payload clears). The shards read the result
+ * the shards adopt: where each log's next append goes, the retained messages (the newest
+ * record per topic across all logs wins; an empty payload clears), and the persistent
+ * sessions from the session journal (store/journal.h: the newest STATE and CURSOR of each
+ * client, unless an END followed; the inbound QoS 2 ids from QoS 2 message records minus the
+ * released ones). A client's records are all in its home shard's log as long as shard.count
+ * stays the same; after a change of shard.count they are merged by time. The shards read the result
  * read-only while they set up and copy what they keep; the main thread frees it after.
  */
 #ifndef KEELMQ_CORE_RECOVERY_H
@@ -16,6 +20,29 @@
 
 struct msg;
 struct retain;
+
+/* One client's journal as recovery found it (the newest of each kind of record). */
+struct recovery_session {
+    char *client_id;         /* owned, NUL-terminated */
+    uint16_t client_id_len;
+    uint64_t hash;
+    uint8_t *state;          /* body of its newest STATE record (owned), or NULL */
+    uint32_t state_len;
+    uint8_t *cursor;         /* body of its newest CURSOR record (owned), or NULL */
+    uint32_t cursor_len;
+    uint64_t last_ns;        /* time of its newest record (offline since, for expiry) */
+    uint16_t last_log;       /* the shard log of that record */
+    uint16_t *qos2_in;       /* inbound QoS 2 ids not released */
+    uint32_t qos2_in_len;
+    uint32_t qos2_in_cap;
+    bool ended;
+};
+
+/* True when `rs` is a session to restore (it has a STATE and did not end). */
+static inline bool recovery_session_live(const struct recovery_session *rs)
+{
+    return rs->state != NULL && !rs->ended;
+}
 
 struct recovery_shard {
     uint64_t end_off;
@@ -29,6 +56,13 @@ struct recovery {
     uint32_t retained_count;
     uint32_t retained_cap;
     struct retain *index;            /* topic -> newest record, during the scan */
+    struct recovery_session *sessions; /* every client with journal records */
+    uint32_t session_count;
+    uint32_t session_cap;
+    uint32_t *session_table;         /* client id hash -> index + 1 (open addressing) */
+    uint32_t session_table_mask;
+    uint64_t journal_records;
+    uint64_t journal_bad;            /* checksummed but undecodable journal bodies */
 };
 
 /* Scans the logs for `cfg`. Returns 0 or a negative errno with `err` (an unreadable

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
+#include "core/persist.h"
 #include "core/retain.h"
 #include "core/session.h"
 #include "core/shard.h"
@@ -111,23 +112,27 @@ static void retain_update(struct shard *s, const struct msg *m)
         msg_release(prev);
 }
 
-int64_t router_append(struct shard *s, const struct msg *m)
+int64_t router_append(struct shard *s, struct msg *m, uint16_t packet_id)
 {
     ASSERT(m->owner_shard == s->id);
     struct record_message r = {
         .timestamp_ns = m->time_ns, .qos = m->qos, .retain = m->retain, .topic = m->topic,
         .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,
+        .packet_id = m->qos == 2 ? packet_id : 0,
     };
     int64_t off = commitlog_append_message(&s->log, &r);
     if (off < 0)
         return off;
-    return off + record_message_len(&r);
+    m->log_off = (uint64_t)off;
+    m->log_len = record_message_len(&r);
+    persist_on_append(s, m);
+    return off + m->log_len;
 }
 
 void router_publish(struct shard *s, struct msg *m)
 {
     m->time_ns = base_wall_ns(); /* A will is published later than it was created. */
-    if (router_append(s, m) < 0) {
+    if (router_append(s, m, 0) < 0) {
         s->stats.log_full++;
         LOG_WARN("router", "log_full dropped_from_log topic_len=%u", m->topic.len);
     }
@@ -169,7 +174,7 @@ static void send_one_retained(void *ctx, struct slice topic, void *value)
     struct retained_ctx *r = ctx;
     const struct msg *m = value;
     /* MQTT-3.3.1-8: messages sent because of a new subscription keep the retain flag. */
-    session_deliver(r->s, r->sess, m, MIN(m->qos, r->granted_qos), true, r->sub_id);
+    session_deliver_retained(r->s, r->sess, m, MIN(m->qos, r->granted_qos), r->sub_id);
 }
 
 void router_send_retained(struct shard *s, struct session *sess, struct slice filter,

@@ -18,9 +18,12 @@ struct msg;
 struct session;
 
 /* Appends `m` (owned by this shard) to the shard's commit log: every message is written
- * once. Returns the log offset where its record ends (durable once the log's durable offset
- * reaches it), or a negative errno (-ENOBUFS: the log is too far behind; shed load). */
-int64_t router_append(struct shard *s, const struct msg *m);
+ * once. Sets m->log_off/log_len and hands the record to the index (core/persist.h).
+ * `packet_id` is the publisher's id of a QoS 2 PUBLISH (recovery restores the ids awaiting
+ * PUBREL from it), else 0. Returns the log offset where its record ends (visible once the
+ * log's durable or written offset reaches it), or a negative errno (-ENOBUFS: the log is too
+ * far behind; shed load). */
+int64_t router_append(struct shard *s, struct msg *m, uint16_t packet_id);
 
 /* Routes `m` (owned by this shard; the router takes its own references as needed) to local
  * subscribers, posts it to every other shard and updates the retained index if m->retain. */

@@ -16,9 +16,14 @@
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/msg.h"
+#include "core/mqtt.h"
+#include "core/persist.h"
+#include "core/recovery.h"
 #include "core/router.h"
 #include "core/shard.h"
 #include "core/subtree.h"
+#include "core/topic.h"
+#include "store/journal.h"
 
 #define SESSION_TABLE_MIN 1024u
 
@@ -92,6 +97,8 @@ struct session *session_create(struct shard *s, struct slice client_id)
     sess->hash = hash_bytes(client_id.ptr, client_id.len);
     sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
     sess->next_packet_id = 1;
+    sess->serial = persist_next_serial(&s->persist);
+    sess->since_ns = base_wall_ns();
     struct session_table *t = s->sessions;
     if (t->count >= t->mask + 1)
         table_grow(t);
@@ -112,6 +119,71 @@ static void table_unlink(struct session_table *t, struct session *sess)
     t->count--;
 }
 
+static void free_origins(const struct shard *s, struct session *sess)
+{
+    if (sess->origins == NULL)
+        return;
+    for (uint16_t i = 0; i < s->count; i++)
+        free(sess->origins[i].hints);
+    free(sess->origins);
+    sess->origins = NULL;
+}
+
+static bool filter_is_wildcard(struct slice f)
+{
+    for (uint32_t i = 0; i < f.len; i++)
+        if (f.ptr[i] == '+' || f.ptr[i] == '#')
+            return true;
+    return false;
+}
+
+/* Adds (+1) or removes (-1) every wildcard filter of `sess` in the registry. */
+static void hold_filters(struct shard *s, struct session *sess, int32_t delta)
+{
+    for (uint32_t i = 0; i < sess->sub_count; i++) {
+        struct slice f = { (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len };
+        if (filter_is_wildcard(f))
+            persist_filter_hold(s, f, delta);
+    }
+}
+
+void session_filter_changed(struct shard *s, struct session *sess, struct slice filter,
+                            int32_t delta)
+{
+    if (sess->filters_held && filter_is_wildcard(filter))
+        persist_filter_hold(s, filter, delta);
+}
+
+void session_set_persistent(struct shard *s, struct session *sess, bool persistent)
+{
+    if (persistent) {
+        if (sess->origins == NULL) {
+            sess->origins = calloc(s->count, sizeof(*sess->origins));
+            if (sess->origins == NULL) {
+                LOG_ERROR("session", "not_durable client=%s reason=out_of_memory",
+                          sess->client_id);
+                return;
+            }
+        }
+        if (!sess->filters_held) {
+            hold_filters(s, sess, +1);
+            sess->filters_held = true;
+        }
+        if (persist_journal_state(s, sess) != 0)
+            sess->journaled = true;
+        return;
+    }
+    if (sess->journaled) {
+        (void)persist_journal_end(s, sess); /* Counted and logged by persist on failure. */
+        sess->journaled = false;
+    }
+    if (sess->filters_held) {
+        hold_filters(s, sess, -1);
+        sess->filters_held = false;
+    }
+    free_origins(s, sess);
+}
+
 static void free_session(struct shard *s, struct session *sess)
 {
     for (uint32_t i = 0; i < sess->sub_count; i++) {
@@ -129,15 +201,24 @@ static void free_session(struct shard *s, struct session *sess)
     free(sess->inflight);
     free(sess->queue);
     free(sess->qos2_in);
+    free_origins(s, sess);
     if (sess->will != NULL)
         msg_release(sess->will);
     free(sess->client_id);
     free(sess);
 }
 
+/* Frees a session that was never announced (a failed restore): nothing to journal. */
+static void session_destroy_raw(struct shard *s, struct session *sess)
+{
+    table_unlink(s->sessions, sess);
+    free_session(s, sess);
+}
+
 void session_destroy(struct shard *s, struct session *sess)
 {
     ASSERT(sess->conn == NULL);
+    session_set_persistent(s, sess, false); /* The end is journaled, the filters released. */
     table_unlink(s->sessions, sess);
     free_session(s, sess);
 }
@@ -347,6 +428,15 @@ static uint16_t next_packet_id(struct session *sess)
 static bool send_from_queue(struct shard *s, struct session *sess)
 {
     struct session_out *q = ring_at(sess->queue, sess->queue_cap, sess->queue_head, 0);
+    if (q->qos == 0) {
+        /* Read from the log for a session that was behind: sent in log order, no window. */
+        if (!session_write_publish(s, sess->conn, q->msg, 0, q->retain, false, 0, q->sub_id))
+            return false;
+        msg_release(q->msg);
+        sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
+        sess->queue_len--;
+        return true;
+    }
     if (!ring_reserve(&sess->inflight, &sess->inflight_head, sess->inflight_len,
                       &sess->inflight_cap))
         return false;
@@ -369,10 +459,44 @@ void session_pump(struct shard *s, struct session *sess)
         if (!send_from_queue(s, sess))
             return;
     }
+    session_catchup_poll(s, sess);
 }
 
-void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
-                     bool retain, uint32_t sub_id)
+void session_catchup_poll(struct shard *s, struct session *sess)
+{
+    if (sess->origins == NULL || sess->conn == NULL || sess->conn->state != CONN_ACTIVE ||
+        s->stopping || sess->queue_len >= MAX(s->cfg->max_queued_messages / 2, 1u))
+        return;
+    for (uint16_t i = 0; i < s->count; i++)
+        if (sess->origins[i].mode == ORIGIN_BEHIND)
+            persist_catchup_start(s, sess, i);
+}
+
+/* Puts `m` in the queue (QoS 0 too, for log reads) and pumps. Returns false when it could not
+ * be kept (out of memory, counted). */
+static bool enqueue(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
+                    bool retain, uint32_t sub_id, bool tracked)
+{
+    if (!ring_reserve(&sess->queue, &sess->queue_head, sess->queue_len, &sess->queue_cap)) {
+        s->stats.dropped_queue++;
+        return false;
+    }
+    struct msg *own = msg_keep(m, s->id);
+    if (own == NULL) {
+        s->stats.dropped_queue++;
+        return false;
+    }
+    *ring_at(sess->queue, sess->queue_cap, sess->queue_head, sess->queue_len++) =
+        (struct session_out){ .msg = own, .qos = qos, .retain = retain, .sub_id = sub_id,
+                              .tracked = tracked };
+    if (sess->conn != NULL && sess->conn->state == CONN_ACTIVE)
+        session_pump(s, sess);
+    return true;
+}
+
+/* QoS 0 straight to the socket; QoS 1/2 into the window or the queue. */
+static void deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
+                    bool retain, uint32_t sub_id, bool tracked)
 {
     ASSERT_HOT(qos <= 2);
     if (qos == 0) {
@@ -381,7 +505,7 @@ void session_deliver(struct shard *s, struct session *sess, const struct msg *m,
             s->stats.dropped_qos0++;
         return;
     }
-    if (sess->queue_len >= s->cfg->max_queued_messages) {
+    if (!tracked && sess->queue_len >= s->cfg->max_queued_messages) {
         s->stats.dropped_queue++;
         if ((s->stats.dropped_queue & 1023) == 1)
             LOG_WARN("session", "queue_full client=%s max=%u dropped_total=%llu",
@@ -389,17 +513,90 @@ void session_deliver(struct shard *s, struct session *sess, const struct msg *m,
                      (unsigned long long)s->stats.dropped_queue);
         return;
     }
-    if (!ring_reserve(&sess->queue, &sess->queue_head, sess->queue_len, &sess->queue_cap))
-        return;
-    struct msg *own = msg_keep(m, s->id);
-    if (own == NULL) {
-        s->stats.dropped_queue++;
+    (void)enqueue(s, sess, m, qos, retain, sub_id, tracked); /* Counted on failure. */
+}
+
+void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
+                     bool retain, uint32_t sub_id)
+{
+    if (sess->origins == NULL || m->log_off == MSG_NOT_LOGGED) {
+        deliver(s, sess, m, qos, retain, sub_id, false);
         return;
     }
-    *ring_at(sess->queue, sess->queue_cap, sess->queue_head, sess->queue_len++) =
-        (struct session_out){ .msg = own, .qos = qos, .retain = retain, .sub_id = sub_id };
-    if (sess->conn != NULL && sess->conn->state == CONN_ACTIVE)
-        session_pump(s, sess);
+    /* A persistent session: the log is the source, live delivery the fast path. */
+    struct session_origin *o = &sess->origins[m->origin_shard];
+    if (o->mode != ORIGIN_LIVE)
+        return; /* Read from the log when it catches up. */
+    uint64_t end = m->log_off + m->log_len;
+    uint64_t *pos = m->qos == 0 ? &o->pos0 : &o->pos1;
+    if (end <= *pos)
+        return; /* Already read from the log. */
+    if (qos > 0 && sess->queue_len >= s->cfg->max_queued_messages) {
+        /* Slow: stop holding copies; the rest of this origin's messages come from the log. */
+        o->mode = ORIGIN_BEHIND;
+        s->stats.sessions_behind++;
+        return;
+    }
+    *pos = end;
+    sess->cursor_dirty = true;
+    deliver(s, sess, m, qos, retain, sub_id, true);
+}
+
+void session_deliver_retained(struct shard *s, struct session *sess, const struct msg *m,
+                              uint8_t qos, uint32_t sub_id)
+{
+    deliver(s, sess, m, qos, true, sub_id, false);
+}
+
+void session_deliver_logged(struct shard *s, struct session *sess, const struct msg *m)
+{
+    ASSERT(sess->origins != NULL && m->log_off != MSG_NOT_LOGGED);
+    struct session_origin *o = &sess->origins[m->origin_shard];
+    uint64_t end = m->log_off + m->log_len;
+    uint64_t *pos = m->qos == 0 ? &o->pos0 : &o->pos1;
+    if (end <= *pos)
+        return;
+    bool matched = false;
+    bool rap = false;
+    uint8_t best = 0;
+    uint32_t sub_id = 0;
+    for (uint32_t i = 0; i < sess->sub_count; i++) {
+        const struct session_sub *sub = &sess->subs[i];
+        if (!topic_match((struct slice){ (const uint8_t *)sub->filter, sub->filter_len },
+                         m->topic))
+            continue;
+        if ((sub->options & MQTT_SUBOPT_NO_LOCAL) && sess->client_id_len == m->client_id.len &&
+            memcmp(sess->client_id, m->client_id.ptr, m->client_id.len) == 0)
+            continue;
+        matched = true;
+        best = MAX(best, (uint8_t)(sub->options & MQTT_SUBOPT_QOS_MASK));
+        rap |= (sub->options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) != 0;
+        if (sub_id == 0)
+            sub_id = sub->sub_id;
+    }
+    if (matched && !enqueue(s, sess, m, MIN(m->qos, best), rap && m->retain, sub_id, true))
+        return; /* Kept behind: read again on the next catch-up. */
+    *pos = end;
+    sess->cursor_dirty = true;
+}
+
+void session_origin_positions(const struct session *sess, uint16_t o, uint64_t *pos0,
+                              uint64_t *pos1)
+{
+    *pos0 = sess->origins[o].pos0;
+    uint64_t p1 = sess->origins[o].pos1;
+    for (uint32_t i = 0; i < sess->inflight_len; i++) {
+        const struct session_out *e =
+            &sess->inflight[(sess->inflight_head + i) % sess->inflight_cap];
+        if (e->tracked && !e->pubrec_received && e->msg->origin_shard == o)
+            p1 = MIN(p1, e->msg->log_off);
+    }
+    for (uint32_t i = 0; i < sess->queue_len; i++) {
+        const struct session_out *e = &sess->queue[(sess->queue_head + i) % sess->queue_cap];
+        if (e->tracked && e->msg->qos > 0 && e->msg->origin_shard == o)
+            p1 = MIN(p1, e->msg->log_off);
+    }
+    *pos1 = p1;
 }
 
 /* Finds the window entry for `packet_id`; returns its position or -1. */
@@ -432,6 +629,7 @@ bool session_on_puback(struct shard *s, struct session *sess, uint16_t packet_id
     if (e->qos != 1)
         return false;
     window_remove(sess, (uint32_t)i);
+    sess->cursor_dirty = sess->origins != NULL;
     session_pump(s, sess);
     return true;
 }
@@ -452,6 +650,7 @@ bool session_on_pubrec(struct shard *s, struct session *sess, uint16_t packet_id
         return true;
     }
     e->pubrec_received = true;
+    sess->cursor_dirty = sess->origins != NULL;
     return true;
 }
 
@@ -525,6 +724,29 @@ bool session_qos2_remove(struct session *sess, uint16_t packet_id)
     return false;
 }
 
+/* A persistent session loses its connection: it keeps its window (re-sent with the same
+ * packet ids, MQTT-4.4.0-1) and its positions, not its queue: what was queued is read from
+ * the log again when it returns. */
+static void go_offline(struct shard *s, struct session *sess)
+{
+    for (uint32_t i = 0; i < sess->queue_len; i++) {
+        struct session_out *e = ring_at(sess->queue, sess->queue_cap, sess->queue_head, i);
+        if (e->tracked) {
+            struct session_origin *o = &sess->origins[e->msg->origin_shard];
+            uint64_t *pos = e->msg->qos == 0 ? &o->pos0 : &o->pos1;
+            *pos = MIN(*pos, e->msg->log_off);
+        }
+        msg_release(e->msg);
+    }
+    sess->queue_len = 0;
+    sess->queue_head = 0;
+    for (uint16_t i = 0; i < s->count; i++)
+        if (sess->origins[i].mode == ORIGIN_LIVE)
+            sess->origins[i].mode = ORIGIN_BEHIND;
+    (void)persist_journal_cursor(s, sess); /* Counted and logged by persist on failure. */
+    sess->cursor_dirty = false;
+}
+
 void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
 {
     struct session *sess = c->session;
@@ -533,6 +755,8 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
     c->session = NULL;
     sess->conn = NULL;
     sess->offline_since_ms = s->now_ms;
+    if (sess->persistent && sess->origins != NULL)
+        go_offline(s, sess);
     struct msg *will = sess->will;
     sess->will = NULL;
     if (!sess->persistent)
@@ -561,4 +785,85 @@ void session_tick(struct shard *s)
             e = next;
         }
     }
+}
+
+void session_journal_cursors(struct shard *s)
+{
+    struct session_table *t = s->sessions;
+    for (uint32_t i = 0; i <= t->mask; i++)
+        for (struct session *e = t->buckets[i]; e != NULL; e = e->hash_next)
+            if (e->cursor_dirty && e->journaled)
+                (void)persist_journal_cursor(s, e); /* Counted and logged on failure. */
+}
+
+bool session_journal_all(struct shard *s)
+{
+    struct session_table *t = s->sessions;
+    for (uint32_t i = 0; i <= t->mask; i++)
+        for (struct session *e = t->buckets[i]; e != NULL; e = e->hash_next)
+            if (e->journaled &&
+                (persist_journal_state(s, e) == 0 || persist_journal_cursor(s, e) == 0))
+                return false;
+    return true;
+}
+
+/* Restores the subscriptions of a decoded STATE. */
+static int adopt_subs(struct shard *s, struct session *sess, const struct journal_entry *st)
+{
+    uint32_t pos = 0;
+    struct journal_sub sub;
+    while (journal_sub_next(st, &pos, &sub)) {
+        if (!topic_filter_valid(sub.filter))
+            continue; /* Never from this code; never trusted either. */
+        if (subtree_add(s->subs, sub.filter, sess, sub.options, sub.sub_id) < 0)
+            return -ENOMEM;
+        if (session_sub_add(sess, sub.filter, sub.options, sub.sub_id) != 0) {
+            (void)subtree_remove(s->subs, sub.filter, sess); /* Just added. */
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int session_adopt(struct shard *s, const struct recovery_session *rs)
+{
+    struct journal_entry st;
+    if (journal_decode((struct slice){ rs->state, rs->state_len }, &st) != 0 ||
+        st.kind != JOURNAL_STATE)
+        return -EBADMSG;
+    struct session *sess = session_create(
+        s, (struct slice){ (const uint8_t *)rs->client_id, rs->client_id_len });
+    if (sess == NULL)
+        return -ENOMEM;
+    sess->version = st.mqtt_version;
+    sess->expiry_s = st.expiry_s;
+    sess->since_ns = st.since_ns;
+    sess->persistent = true;
+    sess->journaled = true;
+    sess->filters_held = true; /* persist_open registered every restored session's filters. */
+    sess->origins = calloc(s->count, sizeof(*sess->origins));
+    if (sess->origins == NULL || adopt_subs(s, sess, &st) != 0) {
+        session_destroy_raw(s, sess);
+        return -ENOMEM;
+    }
+    struct journal_entry cur;
+    bool has_cursor = rs->cursor != NULL &&
+                      journal_decode((struct slice){ rs->cursor, rs->cursor_len }, &cur) == 0 &&
+                      cur.kind == JOURNAL_CURSOR;
+    for (uint16_t i = 0; i < s->count; i++) {
+        sess->origins[i].mode = ORIGIN_BEHIND;
+        if (has_cursor && i < cur.shard_count) {
+            struct journal_pos p = journal_pos_at(&cur, i);
+            sess->origins[i].pos0 = p.pos0;
+            sess->origins[i].pos1 = p.pos1;
+        }
+    }
+    for (uint32_t i = 0; i < rs->qos2_in_len; i++)
+        if (session_qos2_add(sess, rs->qos2_in[i]) != 0)
+            break; /* Out of memory: a re-sent PUBLISH may then be taken as new. */
+    uint64_t wall = base_wall_ns();
+    uint64_t age_ms = wall > rs->last_ns ? (wall - rs->last_ns) / 1000000u : 0;
+    uint64_t now = base_now_ms();
+    sess->offline_since_ms = now > age_ms ? now - age_ms : 0;
+    return 0;
 }

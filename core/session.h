@@ -3,8 +3,9 @@
  * Shard-owned. A session is keyed by client id and lives on the client id's home shard. It
  * holds the subscriptions, the outbound QoS 1/2 window (inflight, in send order) and queue,
  * the inbound QoS 2 packet ids awaiting PUBREL, and the will. A persistent session (clean
- * session 0, or v5 session expiry > 0) outlives its connection; in this issue it lives in
- * memory (the store makes it durable later).
+ * session 0, or v5 session expiry > 0) outlives its connection and is durable: its changes are
+ * journaled in the log, and while it is offline or behind it reads what it missed from the log
+ * through its per-shard positions (core/persist.h), not from copies.
  *
  * Packets are decoded and dispatched by core/dispatch.c, which calls in here.
  */
@@ -31,7 +32,22 @@ struct session_out {
     uint8_t qos;
     bool retain;
     bool pubrec_received;    /* QoS 2: PUBREL sent, waiting for PUBCOMP */
+    bool tracked;            /* counts in the session's log positions (not a retained send) */
     uint32_t sub_id;
+};
+
+/* Where a persistent session stands in one origin shard's log (core/persist.h). */
+enum origin_mode {
+    ORIGIN_LIVE = 0,         /* messages arrive with the routing notes */
+    ORIGIN_BEHIND = 1,       /* to be read from the log; routing notes are ignored */
+    ORIGIN_READING = 2,      /* a catch-up request is out */
+};
+struct session_origin {
+    uint64_t pos0;           /* QoS 0 records of that log ending at or below it were handled */
+    uint64_t pos1;           /* the same for QoS 1/2 records */
+    uint8_t mode;            /* enum origin_mode */
+    uint32_t hint_count;     /* catch-up resume hints (queue id, queue offset), owned */
+    uint64_t *hints;         /* 2 * hint_count: id, offset */
 };
 
 struct session {
@@ -40,6 +56,12 @@ struct session {
     uint64_t hash;
     struct session *hash_next;
     struct conn *conn;       /* NULL while offline */
+    uint64_t serial;         /* unique per shard and run (catch-up answers check it) */
+    uint64_t since_ns;       /* wall time it started: catch-up skips older records */
+    struct session_origin *origins; /* persistent: one per shard; NULL otherwise */
+    bool journaled;          /* its STATE is in the log: its end must be journaled too */
+    bool cursor_dirty;       /* positions moved since the last CURSOR record */
+    bool filters_held;       /* its wildcard filters are counted in the registry */
     uint8_t version;
     bool persistent;
     uint32_t expiry_s;       /* v5 session expiry interval; UINT32_MAX = never */
@@ -129,6 +151,44 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will);
  * full); QoS 1/2 enter the window or the queue (cloning a foreign message). */
 void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
                      bool retain, uint32_t sub_id);
+
+/* Delivers a retained message on subscribe: like session_deliver, but outside the log
+ * positions. */
+void session_deliver_retained(struct shard *s, struct session *sess, const struct msg *m,
+                              uint8_t qos, uint32_t sub_id);
+
+/* A record read from the log for `sess` (catch-up from `m->origin_shard`): matched against the
+ * session's subscriptions, queued (QoS 0 included, in log order), positions advanced. */
+void session_deliver_logged(struct shard *s, struct session *sess, const struct msg *m);
+
+/* Makes `sess` persistent in the store's sense (positions for every shard, filters registered,
+ * STATE journaled) or, with `persistent` false, ends that (END journaled, filters released).
+ * Called when a CONNECT or DISCONNECT decides it. */
+void session_set_persistent(struct shard *s, struct session *sess, bool persistent);
+
+/* Registry bookkeeping for one subscription change of a persistent session. */
+void session_filter_changed(struct shard *s, struct session *sess, struct slice filter,
+                            int32_t delta);
+
+/* The positions to journal for origin `o`: pos0, and pos1 lowered to the oldest unacknowledged
+ * tracked message of that origin still held. */
+void session_origin_positions(const struct session *sess, uint16_t o, uint64_t *pos0,
+                              uint64_t *pos1);
+
+/* Asks for more from the log where `sess` is behind and has room. */
+void session_catchup_poll(struct shard *s, struct session *sess);
+
+/* Journals the positions of every persistent session whose positions moved. */
+void session_journal_cursors(struct shard *s);
+/* Journals STATE and CURSOR of every persistent session again (a snapshot, so retention may
+ * delete the segments that held their older records). Returns false if the log refused one. */
+bool session_journal_all(struct shard *s);
+
+struct recovery_session;
+/* Shard setup: rebuilds the persistent session recovery found (offline, reading the log from
+ * its journaled positions when it returns). Returns 0, -EBADMSG (its STATE does not decode) or
+ * -ENOMEM. */
+int session_adopt(struct shard *s, const struct recovery_session *rs);
 
 /* Once per tick: expires offline sessions whose expiry passed. */
 void session_tick(struct shard *s);

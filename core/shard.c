@@ -107,6 +107,8 @@ static void note_release(struct note n)
 {
     if (n.kind == NOTE_PUBLISH)
         msg_release(n.ptr);
+    else if (n.kind == NOTE_FILTER)
+        persist_filter_note_release(n.ptr);
 }
 
 void shard_post(struct shard *s, uint16_t to, struct note n)
@@ -168,6 +170,35 @@ static uint32_t reclaim_ring(struct spsc *r)
     }
 }
 
+/* Every note but NOTE_PUBLISH; handled even while stopping (someone waits for each). */
+static void consume_other(struct shard *s, const struct note *note)
+{
+    switch (note->kind) {
+    case NOTE_HANDOFF_RELEASE:
+        free(note->ptr); /* Our own handoff, returned by the target. */
+        ASSERT(s->handoffs_pending > 0);
+        s->handoffs_pending--;
+        break;
+    case NOTE_FILTER:
+        persist_on_filter_note(s, note->ptr);
+        break;
+    case NOTE_CATCHUP_REQ:
+        persist_on_catchup_req(s, note->ptr);
+        break;
+    case NOTE_CATCHUP_RESP:
+        persist_on_catchup_resp(s, note->ptr);
+        break;
+    case NOTE_CATCHUP_RELEASE:
+        persist_catchup_release(s, note->ptr);
+        break;
+    case NOTE_CATCHUP_FAILED:
+        persist_on_catchup_failed(s, note->ptr);
+        break;
+    default:
+        ASSERT(false);
+    }
+}
+
 static uint32_t consume_ring(struct shard *s, struct spsc *r)
 {
     uint32_t n = spsc_available(r);
@@ -177,10 +208,8 @@ static uint32_t consume_ring(struct shard *s, struct spsc *r)
             s->stats.notes_in++;
             if (!s->stopping)
                 router_on_note(s, note->ptr);
-        } else if (note->kind == NOTE_HANDOFF_RELEASE) {
-            free(note->ptr); /* Our own handoff, returned by the target. */
-            ASSERT(s->handoffs_pending > 0);
-            s->handoffs_pending--;
+        } else {
+            consume_other(s, note);
         }
     }
     if (n > 0)
@@ -442,6 +471,8 @@ static bool drained(struct shard *s)
         return false;
     if (commitlog_busy(&s->log) || s->waits_len > 0)
         return false; /* Everything appended reaches the disk before we go. */
+    if (s->persist.outstanding > 0 || s->persist.local_len > 0)
+        return false; /* Catch-up requests and answers in flight come back first. */
     if (s->backlog_total > 0)
         return false;
     if (!s->quiesced) {
@@ -492,6 +523,7 @@ static void shard_loop(struct shard *s)
         s->now_ms = base_now_ms();
         uint32_t work = reap_completions(s);
         work += exchange_notes(s);
+        work += persist_poll(s);
         release_held(s);
         conn_flush_all(s);
         commitlog_flush(&s->log, &s->ring, s->now_ms);
@@ -503,6 +535,8 @@ static void shard_loop(struct shard *s)
                 s->next_expiry_scan_ms = s->now_ms + SHARD_EXPIRY_SCAN_MS;
                 session_tick(s);
             }
+            if (!s->stopping)
+                persist_tick(s);
         }
         if (!s->stopping && wake_stop_requested(&s->wake))
             begin_stop(s);
@@ -545,6 +579,27 @@ static void adopt_retained(struct shard *s)
     }
 }
 
+/* Rebuilds the persistent sessions whose home is this shard. */
+static void adopt_sessions(struct shard *s)
+{
+    const struct recovery *r = s->set->recovery;
+    uint32_t adopted = 0;
+    for (uint32_t i = 0; i < r->session_count; i++) {
+        const struct recovery_session *rs = &r->sessions[i];
+        if (!recovery_session_live(rs) ||
+            shard_home(s, (struct slice){ (const uint8_t *)rs->client_id,
+                                          rs->client_id_len }) != s->id)
+            continue;
+        int rc = session_adopt(s, rs);
+        if (rc != 0)
+            LOG_ERROR("store", "session_restore_failed client=%s err=%d", rs->client_id, rc);
+        else
+            adopted++;
+    }
+    if (adopted > 0)
+        LOG_INFO("store", "sessions_restored shard=%u count=%u", s->id, adopted);
+}
+
 /* Ring setup on the shard's own thread: SINGLE_ISSUER binds a ring to its creator. */
 static int shard_setup(struct shard *s)
 {
@@ -573,7 +628,11 @@ static int shard_setup(struct shard *s)
         LOG_ERROR("store", "log_open_failed %s", err);
         return rc;
     }
+    rc = persist_open(s);
+    if (rc < 0)
+        return rc;
     adopt_retained(s);
+    adopt_sessions(s);
     return 0;
 }
 
@@ -606,6 +665,7 @@ static void *shard_thread(void *arg)
                  (unsigned long long)s->stats.backlog_holds, (unsigned long long)s->log.writes,
                  (unsigned long long)s->log.bytes_written);
     }
+    persist_close(s);
     if (s->log.dir[0] != '\0')
         commitlog_close(&s->log);
     /* Unregistering needs the submitter thread; the ring itself is closed by the main thread

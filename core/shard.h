@@ -17,11 +17,13 @@
 #include "core/spsc.h"
 #include "io/uring.h"
 #include "io/wake.h"
+#include "core/persist.h"
 #include "store/commitlog.h"
 
 #define SHARD_MAX 256
 
 struct session_table;
+struct suback_answer;
 struct session;
 struct recovery;
 struct subtree;
@@ -32,6 +34,11 @@ struct msg;
 enum note_kind {
     NOTE_PUBLISH = 1,         /* `ptr` is the origin's struct msg, read-only until consumed */
     NOTE_HANDOFF_RELEASE = 2, /* `ptr` is the receiver's struct handoff: free it */
+    NOTE_FILTER = 3,          /* `ptr` is the sender's struct persist_filter_note */
+    NOTE_CATCHUP_REQ = 4,     /* `ptr` is the sender's struct catchup_req (read-only) */
+    NOTE_CATCHUP_RESP = 5,    /* `ptr` is the sender's struct catchup_resp: release it after */
+    NOTE_CATCHUP_RELEASE = 6, /* `ptr` is the receiver's struct catchup_resp: free it */
+    NOTE_CATCHUP_FAILED = 7,  /* `ptr` is the receiver's struct catchup_req, unanswered */
 };
 struct note {
     uint32_t kind;
@@ -75,6 +82,7 @@ struct shard_stats {
     uint64_t accept_errors;
     uint64_t log_full;        /* appends refused because the log was too far behind */
     uint64_t backlog_holds;   /* publishers held because a peer shard fell behind */
+    uint64_t sessions_behind; /* times a persistent session went from live to reading the log */
 };
 
 /* A conn named across loop iterations: valid while the generation matches. */
@@ -83,15 +91,18 @@ struct conn_ref {
     uint32_t gen;
 };
 
-/* A QoS 1/2 PUBLISH waiting for its record to be durable before it is routed and acked
- * (store.flush = sync: DESIGN 3.4). */
+/* Something waiting for the log to be visible up to `end_off` (commitlog_visible_off): a
+ * QoS 1/2 PUBLISH to route (DESIGN 3.4), and/or an acknowledgement to send only once what it
+ * confirms is durable (PUBACK/PUBREC with store.flush = sync, PUBCOMP after a journaled
+ * release, SUBACK after a persistent session's journaled subscriptions). */
 struct durable_wait {
-    uint64_t end_off;        /* durable once the log's durable offset reaches this */
-    struct msg *msg;         /* one reference held */
-    uint32_t conn_idx;       /* the publisher's conn, if still the same (generation) */
+    uint64_t end_off;
+    struct msg *msg;         /* to route, one reference held; NULL for an ack alone */
+    uint32_t conn_idx;       /* the conn to ack, if still the same (generation) */
     uint32_t conn_gen;
     uint16_t packet_id;
-    uint8_t qos;
+    uint8_t ack_type;        /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP, MQTT_SUBACK, or 0 */
+    struct suback_answer *answer; /* MQTT_SUBACK: what to answer (core/dispatch.c), owned */
 };
 
 /* One session matched by a routing pass (overlapping subscriptions merged). */
@@ -174,6 +185,7 @@ struct shard {
     uint32_t waits_head;
     uint32_t waits_len;
     uint32_t waits_cap;
+    struct persist persist;       /* index, journal, catch-up (core/persist.h) */
     struct conn_ref *held;        /* conns paused until the log has room */
     uint32_t held_len;
     uint32_t held_cap;

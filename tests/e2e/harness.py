@@ -201,6 +201,27 @@ class Broker:
                     self.port = int(match.group(1))
                 return
 
+    def await_log(self, pattern, timeout=30.0):
+        """Waits for a log line of this process matching the regex `pattern` (an event the
+        broker reports); returns the match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no log line matching %r within %.0f s; log:\n%s"
+                                     % (pattern, timeout, self.log()))
+            try:
+                line = self.line_queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError("broker exited waiting for %r; log:\n%s"
+                                     % (pattern, self.log()))
+            match = regex.search(line)
+            if match:
+                return match
+
     def crash(self):
         """SIGKILL, keeping the store directory for the next start() (a crash, as kill -9)."""
         self.process.kill()

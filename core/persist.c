@@ -1,0 +1,1006 @@
+/* core/persist.c - the index, the filter registry, the session journal and catch-up of one
+ * shard (core/persist.h). Shard thread only.
+ */
+#include "core/persist.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/codec.h"
+#include "core/log.h"
+#include "core/msg.h"
+#include "core/recovery.h"
+#include "core/retain.h"
+#include "core/session.h"
+#include "core/shard.h"
+#include "core/subtree.h"
+#include "core/topic.h"
+#include "store/consumeq.h"
+#include "store/journal.h"
+#include "store/logread.h"
+#include "store/retention.h"
+#include "store/segment.h"
+
+#define REGISTRY_MIN 64u
+#define READ_BUF_MIN 65536u
+
+/* ---- Registry ---------------------------------------------------------------------------- */
+
+static struct persist_filter **registry_slot(struct persist *p, uint64_t qid)
+{
+    for (uint32_t i = (uint32_t)qid & p->table_mask;; i = (i + 1) & p->table_mask) {
+        struct persist_filter **e = &p->table[i];
+        if (*e == NULL || (*e)->queue_id == qid)
+            return e;
+    }
+}
+
+static int registry_grow(struct persist *p)
+{
+    uint32_t cap = p->table == NULL ? REGISTRY_MIN : (p->table_mask + 1) * 2;
+    struct persist_filter **old = p->table;
+    uint32_t old_cap = old == NULL ? 0 : p->table_mask + 1;
+    p->table = calloc(cap, sizeof(*p->table));
+    if (p->table == NULL) {
+        p->table = old;
+        return -ENOMEM;
+    }
+    p->table_mask = cap - 1;
+    for (uint32_t i = 0; i < old_cap; i++)
+        if (old[i] != NULL)
+            *registry_slot(p, old[i]->queue_id) = old[i];
+    free(old);
+    return 0;
+}
+
+/* Applies `delta` holders to `filter` on this shard: the filter's queue exists (and the filter
+ * is matched at append) while it has holders. Entries stay in the table at 0 holders. */
+static void registry_apply(struct shard *s, struct slice filter, int32_t delta)
+{
+    struct persist *p = &s->persist;
+    uint64_t qid = consumeq_queue_id(CONSUMEQ_KIND_FILTER, filter);
+    if (p->table == NULL || (p->filter_count + 1) * 4 > (p->table_mask + 1) * 3) {
+        if (registry_grow(p) != 0) {
+            LOG_ERROR("persist", "registry_oom filter_len=%u", filter.len);
+            return;
+        }
+    }
+    struct persist_filter **slot = registry_slot(p, qid);
+    struct persist_filter *f = *slot;
+    if (f == NULL) {
+        if (delta <= 0)
+            return;
+        f = calloc(1, sizeof(*f));
+        char *copy = malloc((size_t)filter.len + 1);
+        if (f == NULL || copy == NULL) {
+            free(f);
+            free(copy);
+            LOG_ERROR("persist", "registry_oom filter_len=%u", filter.len);
+            return;
+        }
+        memcpy(copy, filter.ptr, filter.len);
+        copy[filter.len] = '\0';
+        *f = (struct persist_filter){ .queue_id = qid, .filter = copy,
+                                      .filter_len = (uint16_t)filter.len };
+        *slot = f;
+        p->filter_count++;
+    }
+    uint32_t before = f->holders;
+    if (delta < 0 && (uint32_t)-delta > f->holders)
+        f->holders = 0;
+    else
+        f->holders = (uint32_t)((int64_t)f->holders + delta);
+    if (before == 0 && f->holders > 0) {
+        if (subtree_add(p->filters, filter, f, 0, 0) < 0 ||
+            (p->index != NULL && consumeq_create(p->index, qid) < 0))
+            LOG_ERROR("persist", "filter_queue_failed filter=%s", f->filter);
+    } else if (before > 0 && f->holders == 0) {
+        (void)subtree_remove(p->filters, filter, f); /* Added when it got its first holder. */
+        if (p->index != NULL)
+            (void)consumeq_drop(p->index, qid); /* -ENOENT only if the create had failed. */
+    }
+}
+
+void persist_filter_hold(struct shard *s, struct slice filter, int32_t delta)
+{
+    registry_apply(s, filter, delta);
+    if (s->count == 1)
+        return;
+    struct persist_filter_note *n = malloc(sizeof(*n) + filter.len);
+    if (n == NULL) {
+        LOG_ERROR("persist", "filter_note_oom filter_len=%u", filter.len);
+        return;
+    }
+    n->refs = s->count - 1u;
+    n->delta = delta;
+    n->filter_len = (uint16_t)filter.len;
+    memcpy(n->filter, filter.ptr, filter.len);
+    for (uint16_t i = 0; i < s->count; i++)
+        if (i != s->id)
+            shard_post(s, i, (struct note){ .kind = NOTE_FILTER, .ptr = n });
+}
+
+void persist_on_filter_note(struct shard *s, const struct persist_filter_note *n)
+{
+    registry_apply(s, (struct slice){ (const uint8_t *)n->filter, n->filter_len }, n->delta);
+}
+
+void persist_filter_note_release(struct persist_filter_note *n)
+{
+    ASSERT(n->refs > 0);
+    if (--n->refs == 0)
+        free(n);
+}
+
+/* ---- Indexing ---------------------------------------------------------------------------- */
+
+struct qid_collect {
+    uint64_t *ids;
+    uint32_t count;
+    uint32_t cap;
+};
+
+static void collect_filter(void *ctx, void *owner, uint8_t options, uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    struct qid_collect *c = ctx;
+    const struct persist_filter *f = owner;
+    if (c->count < c->cap)
+        c->ids[c->count++] = f->queue_id;
+}
+
+/* The queues a record of `topic` goes to: its topic's, then every registered filter's. */
+static uint32_t queues_of(const struct persist *p, struct slice topic, uint64_t *ids,
+                          uint32_t cap)
+{
+    struct qid_collect c = { ids, 1, cap };
+    ids[0] = consumeq_queue_id(CONSUMEQ_KIND_TOPIC, topic);
+    if (p->filter_count > 0)
+        subtree_match(p->filters, topic, collect_filter, &c);
+    return c.count;
+}
+
+static bool pending_reserve(struct persist *p, uint32_t qids)
+{
+    if (p->pending_head > 0 && p->pending_head == p->pending_len + p->pending_head &&
+        p->pending_len == 0) {
+        p->pending_head = 0;
+        p->qids_head = 0;
+    }
+    if (p->pending_head + p->pending_len == p->pending_cap) {
+        if (p->pending_head > 0) {
+            memmove(p->pending, p->pending + p->pending_head, p->pending_len * sizeof(*p->pending));
+            p->pending_head = 0;
+        } else {
+            uint32_t cap = p->pending_cap ? p->pending_cap * 2 : 1024;
+            struct persist_pending *n = realloc(p->pending, cap * sizeof(*n));
+            if (n == NULL)
+                return false;
+            p->pending = n;
+            p->pending_cap = cap;
+        }
+    }
+    if (p->qids_head + p->qids_len + qids > p->qids_cap) {
+        if (p->qids_head > 0) {
+            memmove(p->pending_qids, p->pending_qids + p->qids_head,
+                    p->qids_len * sizeof(*p->pending_qids));
+            p->qids_head = 0;
+        }
+        if (p->qids_len + qids > p->qids_cap) {
+            uint32_t cap = MAX(p->qids_cap * 2, p->qids_len + qids + 1024);
+            uint64_t *n = realloc(p->pending_qids, cap * sizeof(*n));
+            if (n == NULL)
+                return false;
+            p->pending_qids = n;
+            p->qids_cap = cap;
+        }
+    }
+    return true;
+}
+
+void persist_on_append(struct shard *s, const struct msg *m)
+{
+    struct persist *p = &s->persist;
+    if (m->qos == 0)
+        return; /* QoS 0 is not indexed: nobody reads it back (see the header). */
+    uint64_t ids[CONSUMEQ_RECORD_QUEUES_MAX];
+    uint32_t n = queues_of(p, m->topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
+    if (!pending_reserve(p, n)) {
+        p->stats.index_errors++;
+        LOG_ERROR("persist", "index_oom log_off=%llu", (unsigned long long)m->log_off);
+        return;
+    }
+    p->pending[p->pending_head + p->pending_len++] = (struct persist_pending){
+        .log_off = m->log_off, .timestamp_ns = m->time_ns, .record_len = m->log_len,
+        .topic_hash = consumeq_topic_hash(m->topic), .queue_count = n,
+    };
+    memcpy(p->pending_qids + p->qids_head + p->qids_len, ids, n * sizeof(*ids));
+    p->qids_len += n;
+}
+
+void persist_on_visible(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    uint64_t visible = commitlog_visible_off(&s->log);
+    while (p->pending_len > 0) {
+        struct persist_pending *e = &p->pending[p->pending_head];
+        if (e->log_off + e->record_len > visible)
+            break;
+        struct consumeq_record rec = { .log_off = e->log_off, .timestamp_ns = e->timestamp_ns,
+                                       .record_len = e->record_len,
+                                       .topic_hash = e->topic_hash };
+        for (uint32_t i = 0; i < e->queue_count; i++) {
+            uint64_t qoff;
+            int rc = consumeq_append(p->index, p->pending_qids[p->qids_head + i], &rec, &qoff);
+            if (rc < 0) {
+                p->stats.index_errors++;
+                LOG_ERROR("persist", "index_append_failed log_off=%llu err=%d",
+                          (unsigned long long)e->log_off, rc);
+                break;
+            }
+        }
+        p->stats.indexed++;
+        p->qids_head += e->queue_count;
+        p->qids_len -= e->queue_count;
+        p->pending_head++;
+        p->pending_len--;
+    }
+    if (p->pending_len == 0) {
+        p->pending_head = 0;
+        p->qids_head = 0;
+    }
+    p->indexed_off = MAX(p->indexed_off, visible);
+}
+
+/* Everything below it was given to the index (the checkpoint a flush may claim). */
+static uint64_t covered_off(const struct shard *s)
+{
+    const struct persist *p = &s->persist;
+    if (p->pending_len > 0)
+        return MIN(p->indexed_off, p->pending[p->pending_head].log_off);
+    return p->indexed_off;
+}
+
+/* ---- Open, replay, close ----------------------------------------------------------------- */
+
+struct replay_ctx {
+    struct shard *s;
+    uint64_t records;
+};
+
+static int replay_record(void *ctx, uint64_t off, const uint8_t *rp,
+                         const struct record_header *h)
+{
+    struct replay_ctx *rc = ctx;
+    struct persist *p = &rc->s->persist;
+    if (h->type != RECORD_MESSAGE)
+        return 0;
+    struct record_message rm;
+    if (!record_decode_message(rp, h, &rm) || !topic_name_valid(rm.topic))
+        return 0; /* Recovery reported it already; nothing to index. */
+    uint64_t ids[CONSUMEQ_RECORD_QUEUES_MAX];
+    uint32_t n = queues_of(p, rm.topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
+    struct consumeq_record rec = { .log_off = off, .timestamp_ns = rm.timestamp_ns,
+                                   .record_len = h->total_len,
+                                   .topic_hash = consumeq_topic_hash(rm.topic) };
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t qoff;
+        int err = consumeq_append(p->index, ids[i], &rec, &qoff);
+        if (err < 0)
+            return err;
+    }
+    rc->records++;
+    return 0;
+}
+
+static void index_report(void *ctx, const char *line)
+{
+    const struct shard *s = ctx;
+    LOG_ERROR("persist", "shard=%u index: %s", s->id, line);
+}
+
+static void register_restored_filters(struct shard *s)
+{
+    const struct recovery *r = s->set->recovery;
+    for (uint32_t i = 0; i < r->session_count; i++) {
+        const struct recovery_session *rs = &r->sessions[i];
+        if (!recovery_session_live(rs))
+            continue;
+        struct journal_entry e;
+        if (journal_decode((struct slice){ rs->state, rs->state_len }, &e) != 0)
+            continue;
+        uint32_t pos = 0;
+        struct journal_sub sub;
+        while (journal_sub_next(&e, &pos, &sub))
+            for (uint32_t j = 0; j < sub.filter.len; j++)
+                if (sub.filter.ptr[j] == '+' || sub.filter.ptr[j] == '#') {
+                    registry_apply(s, sub.filter, +1);
+                    break;
+                }
+    }
+}
+
+static int open_index(struct shard *s, const char *dir, struct consumeq_open_info *info)
+{
+    struct consumeq_config qc = { .dir = dir, .report = index_report, .report_ctx = s };
+    int rc = consumeq_open(&qc, &s->persist.index, info);
+    if (rc == -EBADMSG) {
+        LOG_WARN("persist", "index_rebuild shard=%u reason=corrupt", s->id);
+        rc = consumeq_wipe(dir, index_report, s);
+        if (rc == 0)
+            rc = consumeq_open(&qc, &s->persist.index, info);
+    }
+    return rc;
+}
+
+int persist_open(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    char log_dir[COMMITLOG_DIR_MAX];
+    char dir[COMMITLOG_DIR_MAX + 16];
+    snprintf(log_dir, sizeof(log_dir), "%s/shard-%u", s->cfg->store_dir, s->id);
+    snprintf(dir, sizeof(dir), "%s/index", log_dir);
+    p->filters = subtree_create();
+    p->read_buf = malloc(READ_BUF_MIN);
+    p->read_cap = READ_BUF_MIN;
+    if (p->filters == NULL || p->read_buf == NULL)
+        return -ENOMEM;
+    int rc = segment_dir_ensure(dir);
+    struct consumeq_open_info info = { 0 };
+    if (rc == 0)
+        rc = open_index(s, dir, &info);
+    if (rc < 0) {
+        LOG_ERROR("persist", "index_open_failed shard=%u dir=%s err=%d (%s)", s->id, dir, rc,
+                  strerror(-rc));
+        return rc;
+    }
+    const struct recovery_shard *rsh = &s->set->recovery->shards[s->id];
+    uint64_t start = rsh->scan.start_off;
+    uint64_t end = rsh->end_off;
+    if (info.covered_off > end) {
+        /* The index claims records the log does not hold (a power loss with store.flush =
+         * async): it cannot be trusted. */
+        LOG_WARN("persist", "index_rebuild shard=%u reason=ahead_of_log covered=%llu end=%llu",
+                 s->id, (unsigned long long)info.covered_off, (unsigned long long)end);
+        consumeq_close(p->index);
+        p->index = NULL;
+        rc = consumeq_wipe(dir, index_report, s);
+        if (rc == 0)
+            rc = open_index(s, dir, &info);
+        if (rc < 0)
+            return rc;
+    }
+    consumeq_set_gc(p->index, start);
+    p->gc_off = start;
+    register_restored_filters(s);
+    uint64_t from = MAX(info.covered_off, start);
+    uint64_t t0 = base_now_ms();
+    struct replay_ctx ctx = { .s = s };
+    if (from < end) {
+        struct segment_scan scan;
+        char err[256];
+        rc = segment_scan(log_dir, from, replay_record, &ctx, NULL, &scan, err, sizeof(err));
+        if (rc != 0) {
+            LOG_ERROR("persist", "index_replay_failed shard=%u err=%d %s", s->id, rc, err);
+            return rc < 0 ? rc : -EIO;
+        }
+    }
+    p->indexed_off = end;
+    rc = logread_open(log_dir, &p->reader);
+    if (rc < 0)
+        return rc;
+    LOG_INFO("persist",
+             "index_open shard=%u runs=%u entries=%llu queues=%llu covered=%llu replayed=%llu "
+             "filters=%u ms=%llu",
+             s->id, info.run_count, (unsigned long long)info.entry_count,
+             (unsigned long long)info.queue_count, (unsigned long long)info.covered_off,
+             (unsigned long long)ctx.records, p->filter_count,
+             (unsigned long long)(base_now_ms() - t0));
+    return 0;
+}
+
+void persist_close(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    if (p->index != NULL) {
+        int rc = consumeq_flush(p->index, covered_off(s));
+        if (rc < 0)
+            LOG_WARN("persist", "index_flush_failed shard=%u err=%d (replayed at start)", s->id,
+                     rc);
+        consumeq_close(p->index);
+    }
+    if (p->reader != NULL)
+        logread_close(p->reader);
+    if (p->table != NULL) {
+        for (uint32_t i = 0; i <= p->table_mask; i++) {
+            if (p->table[i] != NULL) {
+                free(p->table[i]->filter);
+                free(p->table[i]);
+            }
+        }
+        free(p->table);
+    }
+    if (p->filters != NULL)
+        subtree_destroy(p->filters);
+    for (uint32_t i = 0; i < p->local_len; i++)
+        free(p->local[i]);
+    free(p->local);
+    free(p->pending);
+    free(p->pending_qids);
+    free(p->read_buf);
+    memset(p, 0, sizeof(*p));
+}
+
+/* ---- Journal ----------------------------------------------------------------------------- */
+
+static uint64_t journal_append(struct shard *s, struct session *sess,
+                               const struct journal_entry *e)
+{
+    uint32_t len = journal_body_len(e);
+    uint8_t *body = malloc(len);
+    if (body == NULL) {
+        s->persist.stats.journal_full++;
+        LOG_ERROR("persist", "journal_oom client=%s kind=%u", sess->client_id, e->kind);
+        return 0;
+    }
+    uint32_t n = journal_encode(e, body);
+    ASSERT(n == len);
+    int64_t off = commitlog_append_typed(&s->log, RECORD_SESSION, (struct slice){ body, len });
+    free(body);
+    if (off < 0) {
+        s->persist.stats.journal_full++;
+        LOG_ERROR("persist", "journal_append_failed client=%s kind=%u err=%d", sess->client_id,
+                  e->kind, (int)off);
+        return 0;
+    }
+    s->persist.stats.journal_records++;
+    return (uint64_t)off + record_body_len(len);
+}
+
+static struct journal_entry entry_for(const struct session *sess, uint8_t kind)
+{
+    return (struct journal_entry){
+        .kind = kind, .time_ns = base_wall_ns(),
+        .client_id = { (const uint8_t *)sess->client_id, sess->client_id_len },
+    };
+}
+
+uint64_t persist_journal_state(struct shard *s, struct session *sess)
+{
+    struct journal_sub *subs = NULL;
+    if (sess->sub_count > 0) {
+        subs = malloc(sess->sub_count * sizeof(*subs));
+        if (subs == NULL) {
+            LOG_ERROR("persist", "journal_oom client=%s", sess->client_id);
+            return 0;
+        }
+    }
+    for (uint32_t i = 0; i < sess->sub_count; i++)
+        subs[i] = (struct journal_sub){
+            .filter = { (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len },
+            .options = sess->subs[i].options, .sub_id = sess->subs[i].sub_id,
+        };
+    struct journal_entry e = entry_for(sess, JOURNAL_STATE);
+    e.mqtt_version = sess->version;
+    e.expiry_s = sess->expiry_s;
+    e.since_ns = sess->since_ns;
+    e.sub_count = sess->sub_count;
+    e.subs = subs;
+    uint64_t end = 0;
+    if (journal_fits(&e))
+        end = journal_append(s, sess, &e);
+    else
+        LOG_ERROR("persist", "journal_state_too_large client=%s subs=%u", sess->client_id,
+                  sess->sub_count);
+    free(subs);
+    return end;
+}
+
+uint64_t persist_journal_cursor(struct shard *s, struct session *sess)
+{
+    if (sess->origins == NULL)
+        return 0;
+    struct journal_pos pos[SHARD_MAX];
+    for (uint16_t i = 0; i < s->count; i++)
+        session_origin_positions(sess, i, &pos[i].pos0, &pos[i].pos1);
+    struct journal_entry e = entry_for(sess, JOURNAL_CURSOR);
+    e.shard_count = s->count;
+    e.pos = pos;
+    sess->cursor_dirty = false;
+    return journal_append(s, sess, &e);
+}
+
+uint64_t persist_journal_end(struct shard *s, struct session *sess)
+{
+    struct journal_entry e = entry_for(sess, JOURNAL_END);
+    return journal_append(s, sess, &e);
+}
+
+uint64_t persist_journal_rel(struct shard *s, struct session *sess, uint16_t packet_id)
+{
+    struct journal_entry e = entry_for(sess, JOURNAL_REL);
+    e.packet_id = packet_id;
+    return journal_append(s, sess, &e);
+}
+
+/* ---- Catch-up: the home's side ----------------------------------------------------------- */
+
+static uint64_t hint_for(const struct session_origin *o, uint64_t qid)
+{
+    for (uint32_t i = 0; i < o->hint_count; i++)
+        if (o->hints[2 * i] == qid)
+            return o->hints[2 * i + 1];
+    return CONSUMEQ_OFF_NONE;
+}
+
+void persist_catchup_start(struct shard *s, struct session *sess, uint16_t origin)
+{
+    struct session_origin *o = &sess->origins[origin];
+    ASSERT(o->mode == ORIGIN_BEHIND);
+    uint32_t n = MIN(sess->sub_count, PERSIST_QUEUES_MAX);
+    size_t size = sizeof(struct catchup_req) + (size_t)n * 16 + sess->client_id_len + 1;
+    struct catchup_req *req = malloc(size);
+    if (req == NULL)
+        return; /* Stays BEHIND: tried again on the next pump. */
+    req->queue_ids = (uint64_t *)(req + 1);
+    req->hints = req->queue_ids + n;
+    req->client_id = (char *)(req->hints + n);
+    req->home = s->id;
+    req->origin = origin;
+    req->queue_count = n;
+    req->serial = sess->serial;
+    req->since_ns = sess->since_ns;
+    req->pos0 = o->pos0;
+    req->pos1 = o->pos1;
+    req->client_id_len = sess->client_id_len;
+    memcpy(req->client_id, sess->client_id, sess->client_id_len + 1u);
+    for (uint32_t i = 0; i < n; i++) {
+        struct slice f = { (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len };
+        bool wild = memchr(f.ptr, '+', f.len) != NULL || memchr(f.ptr, '#', f.len) != NULL;
+        req->queue_ids[i] = consumeq_queue_id(wild ? CONSUMEQ_KIND_FILTER : CONSUMEQ_KIND_TOPIC, f);
+        req->hints[i] = hint_for(o, req->queue_ids[i]);
+    }
+    o->mode = ORIGIN_READING;
+    s->persist.outstanding++;
+    s->persist.stats.catchup_requests++;
+    if (origin != s->id) {
+        shard_post(s, origin, (struct note){ .kind = NOTE_CATCHUP_REQ, .ptr = req });
+        return;
+    }
+    struct persist *p = &s->persist;
+    if (p->local_len == p->local_cap) {
+        uint32_t cap = p->local_cap ? p->local_cap * 2 : 16;
+        struct catchup_req **l = realloc(p->local, cap * sizeof(*l));
+        if (l == NULL) {
+            free(req);
+            o->mode = ORIGIN_BEHIND;
+            p->outstanding--;
+            return;
+        }
+        p->local = l;
+        p->local_cap = cap;
+    }
+    p->local[p->local_len++] = req;
+}
+
+static void save_hints(struct session_origin *o, const struct catchup_req *req,
+                       const uint64_t *hints)
+{
+    uint64_t *h = realloc(o->hints, (size_t)req->queue_count * 16 + 16);
+    if (h == NULL) {
+        free(o->hints);
+        o->hints = NULL;
+        o->hint_count = 0;
+        return; /* Seeks next time. */
+    }
+    for (uint32_t i = 0; i < req->queue_count; i++) {
+        h[2 * i] = req->queue_ids[i];
+        h[2 * i + 1] = hints[i];
+    }
+    o->hints = h;
+    o->hint_count = req->queue_count;
+}
+
+static void apply_resp(struct shard *s, struct session *sess, const struct catchup_resp *resp)
+{
+    const struct catchup_req *req = resp->req;
+    struct session_origin *o = &sess->origins[req->origin];
+    if (MIN(o->pos0, o->pos1) < resp->gc_off && resp->count + resp->at_end > 0) {
+        s->persist.stats.lost_below_watermark++;
+        LOG_WARN("session",
+                 "lost_to_retention client=%s origin=%u from=%llu watermark=%llu lost_bytes=%llu",
+                 sess->client_id, req->origin, (unsigned long long)MIN(o->pos0, o->pos1),
+                 (unsigned long long)resp->gc_off,
+                 (unsigned long long)(resp->gc_off - MIN(o->pos0, o->pos1)));
+        o->pos0 = MAX(o->pos0, resp->gc_off);
+        o->pos1 = MAX(o->pos1, resp->gc_off);
+    }
+    for (uint32_t i = 0; i < resp->count; i++)
+        session_deliver_logged(s, sess, resp->msgs[i]);
+    s->persist.stats.catchup_records += resp->count;
+    o->pos0 = MAX(o->pos0, resp->next_off);
+    o->pos1 = MAX(o->pos1, resp->next_off);
+    sess->cursor_dirty = true;
+    if (resp->at_end) {
+        free(o->hints);
+        o->hints = NULL;
+        o->hint_count = 0;
+        o->mode = ORIGIN_LIVE;
+        return;
+    }
+    save_hints(o, req, resp->hints);
+    o->mode = ORIGIN_BEHIND;
+}
+
+void persist_on_catchup_failed(struct shard *s, struct catchup_req *req)
+{
+    ASSERT(req->home == s->id && s->persist.outstanding > 0);
+    s->persist.outstanding--;
+    struct session *sess = session_find(
+        s->sessions, (struct slice){ (const uint8_t *)req->client_id, req->client_id_len });
+    if (sess != NULL && sess->serial == req->serial && sess->origins != NULL &&
+        sess->origins[req->origin].mode == ORIGIN_READING)
+        sess->origins[req->origin].mode = ORIGIN_BEHIND;
+    free(req);
+}
+
+void persist_on_catchup_resp(struct shard *s, struct catchup_resp *resp)
+{
+    struct catchup_req *req = resp->req;
+    ASSERT(req->home == s->id && s->persist.outstanding > 0);
+    s->persist.outstanding--;
+    struct session *sess = session_find(
+        s->sessions, (struct slice){ (const uint8_t *)req->client_id, req->client_id_len });
+    if (sess != NULL && sess->serial == req->serial && sess->origins != NULL &&
+        sess->origins[req->origin].mode == ORIGIN_READING) {
+        if (sess->conn != NULL && !s->stopping) {
+            apply_resp(s, sess, resp);
+            session_catchup_poll(s, sess);
+        } else {
+            sess->origins[req->origin].mode = ORIGIN_BEHIND; /* Offline meanwhile. */
+        }
+    }
+    uint16_t origin = req->origin;
+    free(req);
+    resp->req = NULL;
+    if (origin == s->id)
+        persist_catchup_release(s, resp);
+    else
+        shard_post(s, origin, (struct note){ .kind = NOTE_CATCHUP_RELEASE, .ptr = resp });
+}
+
+/* ---- Catch-up: the origin's side --------------------------------------------------------- */
+
+struct queue_read {
+    struct consumeq_entry *entries;
+    int64_t count;
+    uint64_t start;          /* the queue offset the read started at */
+};
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const struct consumeq_entry *x = a;
+    const struct consumeq_entry *y = b;
+    return x->log_off < y->log_off ? -1 : x->log_off > y->log_off;
+}
+
+/* Reads one record of the own log into a new message (origin-owned). NULL if it cannot. */
+static struct msg *read_message(struct shard *s, const struct consumeq_entry *e)
+{
+    struct persist *p = &s->persist;
+    struct record_header h;
+    ssize_t n = logread_record(p->reader, e->log_off, e->record_len, p->read_buf, p->read_cap,
+                               &h);
+    if (n == -ENOSPC) {
+        uint8_t *b = malloc(h.total_len);
+        if (b == NULL)
+            return NULL;
+        free(p->read_buf);
+        p->read_buf = b;
+        p->read_cap = h.total_len;
+        n = logread_record(p->reader, e->log_off, e->record_len, p->read_buf, p->read_cap, &h);
+    }
+    if (n < 0) {
+        p->stats.catchup_read_errors++;
+        LOG_ERROR("persist", "catchup_read_failed shard=%u log_off=%llu err=%d", s->id,
+                  (unsigned long long)e->log_off, (int)n);
+        return NULL;
+    }
+    struct record_message rm;
+    struct mqtt_props props = { 0 };
+    if (h.type != RECORD_MESSAGE || !record_decode_message(p->read_buf, &h, &rm) ||
+        (rm.props.len > 0 && codec_publish_props_decode(rm.props, &props) != MQTT_RC_SUCCESS))
+        return NULL;
+    struct msg *m = msg_create(rm.topic, rm.payload, rm.props.len > 0 ? &props : NULL,
+                               rm.client_id, rm.qos, rm.retain, s->id);
+    if (m == NULL)
+        return NULL;
+    m->time_ns = rm.timestamp_ns;
+    m->log_off = e->log_off;
+    m->log_len = h.total_len;
+    return m;
+}
+
+/* Reads every queue of `req` from its hint (or the queue offset of `from`). Returns the
+ * lowest log offset at which some queue's read stopped short (UINT64_MAX: none did). */
+static uint64_t read_queues(struct shard *s, const struct catchup_req *req, uint64_t from,
+                            struct queue_read *reads, uint32_t per_queue)
+{
+    uint64_t limit = UINT64_MAX;
+    for (uint32_t i = 0; i < req->queue_count; i++) {
+        struct queue_read *r = &reads[i];
+        r->count = 0;
+        r->start = req->hints[i];
+        if (r->start == CONSUMEQ_OFF_NONE &&
+            consumeq_seek_log(s->persist.index, req->queue_ids[i], from, &r->start) != 0) {
+            r->start = CONSUMEQ_OFF_NONE; /* No such queue (nothing published there yet). */
+            continue;
+        }
+        r->count = consumeq_read(s->persist.index, req->queue_ids[i], r->start, r->entries,
+                                 per_queue);
+        if (r->count < 0) {
+            if (r->count != -ENOENT)
+                LOG_ERROR("persist", "index_read_failed shard=%u err=%d", s->id, (int)r->count);
+            r->count = 0;
+            continue;
+        }
+        if ((uint32_t)r->count == per_queue)
+            limit = MIN(limit, r->entries[r->count - 1].log_off);
+    }
+    return limit;
+}
+
+/* A log offset below every record appended at or after `wall_ns` (0 if unknown). */
+static uint64_t offset_at(const struct persist *p, uint64_t wall_ns)
+{
+    uint64_t off = 0;
+    for (uint32_t lo = 0, hi = p->mark_count; lo < hi;) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (p->marks[mid].wall_ns <= wall_ns) {
+            off = p->marks[mid].log_off;
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return off;
+}
+
+static void take_mark(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    if (p->mark_every_ms == 0)
+        p->mark_every_ms = 250;
+    if (s->now_ms < p->next_mark_ms)
+        return;
+    p->next_mark_ms = s->now_ms + p->mark_every_ms;
+    if (p->mark_count == PERSIST_MARKS) {
+        for (uint32_t i = 0; i < PERSIST_MARKS / 2; i++)
+            p->marks[i] = p->marks[2 * i + 1];
+        p->mark_count = PERSIST_MARKS / 2;
+        p->mark_every_ms *= 2;
+    }
+    p->marks[p->mark_count++] =
+        (struct persist_mark){ .wall_ns = base_wall_ns(), .log_off = s->log.append_off };
+}
+
+/* Fills `resp` for `req`: merges the queues in log order and reads the records. */
+static void answer(struct shard *s, const struct catchup_req *req, struct catchup_resp *resp,
+                   struct queue_read *reads, uint32_t per_queue, struct consumeq_entry *merged)
+{
+    uint64_t gc = resp->gc_off;
+    uint64_t from = MAX(MAX(MIN(req->pos0, req->pos1), gc), offset_at(&s->persist, req->since_ns));
+    uint64_t limit = read_queues(s, req, from, reads, per_queue);
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < req->queue_count; i++)
+        for (int64_t j = 0; j < reads[i].count; j++)
+            if (reads[i].entries[j].log_off <= limit)
+                merged[total++] = reads[i].entries[j];
+    qsort(merged, total, sizeof(*merged), cmp_entry);
+    uint64_t next = from;
+    uint64_t bytes = 0;
+    bool stopped = false;
+    for (uint32_t i = 0; i < total; i++) {
+        const struct consumeq_entry *e = &merged[i];
+        if (i > 0 && e->log_off == merged[i - 1].log_off)
+            continue; /* The same record through two queues. */
+        if (resp->count == PERSIST_CATCHUP_RECORDS || bytes >= PERSIST_CATCHUP_BYTES) {
+            stopped = true;
+            break;
+        }
+        uint64_t end = e->log_off + e->record_len;
+        next = MAX(next, end);
+        if (e->timestamp_ns < req->since_ns || end <= MIN(req->pos0, req->pos1))
+            continue;
+        struct msg *m = read_message(s, e);
+        if (m == NULL)
+            continue; /* Counted and logged: skipped, never a crash. */
+        if (end <= (m->qos == 0 ? req->pos0 : req->pos1)) {
+            msg_release(m);
+            continue;
+        }
+        resp->msgs[resp->count++] = m;
+        bytes += e->record_len;
+    }
+    resp->at_end = !stopped && limit == UINT64_MAX;
+    resp->next_off = resp->at_end ? MAX(next, s->persist.indexed_off) : next;
+    for (uint32_t i = 0; i < req->queue_count; i++) {
+        const struct queue_read *r = &reads[i];
+        uint64_t h = r->start;
+        for (int64_t j = 0; j < r->count; j++) {
+            if (r->entries[j].log_off >= next)
+                break;
+            h = r->entries[j].queue_off + 1;
+        }
+        resp->hints[i] = h;
+    }
+}
+
+void persist_on_catchup_req(struct shard *s, struct catchup_req *req)
+{
+    ASSERT(req->origin == s->id);
+    uint32_t n = req->queue_count;
+    uint32_t per_queue = n <= 8 ? PERSIST_CATCHUP_RECORDS : MAX(16u, 2048u / n);
+    /* One block: the answer, its hints and message slots. */
+    size_t size = sizeof(struct catchup_resp) + (size_t)MAX(n, 1u) * sizeof(uint64_t) +
+                  PERSIST_CATCHUP_RECORDS * sizeof(struct msg *);
+    struct catchup_resp *resp = calloc(1, size);
+    struct queue_read *reads = calloc(MAX(n, 1u), sizeof(*reads));
+    struct consumeq_entry *entries = malloc((size_t)MAX(n, 1u) * per_queue * sizeof(*entries));
+    struct consumeq_entry *merged = malloc((size_t)MAX(n, 1u) * per_queue * sizeof(*merged));
+    if (resp == NULL || reads == NULL || entries == NULL || merged == NULL) {
+        /* The home waits for an answer: give the request back (it stays behind, retries). */
+        LOG_ERROR("persist", "catchup_oom shard=%u", s->id);
+        free(resp);
+        free(reads);
+        free(entries);
+        free(merged);
+        if (req->home == s->id)
+            persist_on_catchup_failed(s, req);
+        else
+            shard_post(s, req->home, (struct note){ .kind = NOTE_CATCHUP_FAILED, .ptr = req });
+        return;
+    }
+    resp->hints = (uint64_t *)(resp + 1);
+    resp->msgs = (struct msg **)(resp->hints + MAX(n, 1u));
+    resp->req = req;
+    resp->gc_off = s->persist.gc_off;
+    for (uint32_t i = 0; i < n; i++)
+        reads[i].entries = entries + (size_t)i * per_queue;
+    if (!s->stopping)
+        answer(s, req, resp, reads, per_queue, merged);
+    free(reads);
+    free(entries);
+    free(merged);
+    s->persist.outstanding++;
+    if (req->home == s->id)
+        persist_on_catchup_resp(s, resp);
+    else
+        shard_post(s, req->home, (struct note){ .kind = NOTE_CATCHUP_RESP, .ptr = resp });
+}
+
+void persist_catchup_release(struct shard *s, struct catchup_resp *resp)
+{
+    ASSERT(s->persist.outstanding > 0);
+    s->persist.outstanding--;
+    for (uint32_t i = 0; i < resp->count; i++)
+        msg_release(resp->msgs[i]);
+    free(resp);
+}
+
+uint32_t persist_poll(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    uint32_t n = p->local_len;
+    if (n == 0)
+        return 0;
+    /* Answering may queue new local requests: take the current batch first. */
+    struct catchup_req *batch[64];
+    uint32_t take = MIN(n, 64u);
+    memcpy(batch, p->local, take * sizeof(*batch));
+    memmove(p->local, p->local + take, (n - take) * sizeof(*p->local));
+    p->local_len = n - take;
+    for (uint32_t i = 0; i < take; i++)
+        persist_on_catchup_req(s, batch[i]);
+    return take;
+}
+
+/* ---- Retention --------------------------------------------------------------------------- */
+
+struct rewrite_ctx {
+    struct shard *s;
+    bool ok;
+};
+
+static void rewrite_retained(void *ctx, struct slice topic, void *value)
+{
+    (void)topic;
+    struct rewrite_ctx *rc = ctx;
+    const struct msg *m = value;
+    if (!rc->ok || m->origin_shard != rc->s->id || m->payload.len == 0)
+        return;
+    struct record_message r = {
+        .timestamp_ns = m->time_ns, .qos = m->qos, .retain = true, .topic = m->topic,
+        .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,
+    };
+    if (commitlog_append_message(&rc->s->log, &r) < 0)
+        rc->ok = false;
+}
+
+/* Writes a snapshot: sessions and own retained messages again (see the header). */
+static void start_snapshot(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    uint64_t from = s->log.append_off;
+    struct rewrite_ctx ctx = { s, session_journal_all(s) };
+    if (ctx.ok)
+        retain_walk_all(s->retained, rewrite_retained, &ctx);
+    if (!ctx.ok) {
+        LOG_WARN("persist", "snapshot_deferred shard=%u reason=log_full", s->id);
+        return;
+    }
+    p->snapshot_pending = true;
+    p->snapshot_pending_off = from;
+    p->snapshot_end = s->log.append_off;
+}
+
+static void apply_retention(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    if (p->snapshot_pending && s->log.durable_off >= p->snapshot_end) {
+        p->snapshot_pending = false;
+        p->snapshot_off = p->snapshot_pending_off;
+    }
+    if (!p->snapshot_pending &&
+        s->log.append_off - MAX(p->snapshot_off, p->gc_off) > s->log.segment_bytes)
+        start_snapshot(s);
+    if (s->log.old_fd >= 0)
+        return; /* A roll's last write to the previous segment is in flight. */
+    struct retention_policy policy = retention_policy_from_config(s->cfg);
+    if (policy.max_bytes == 0 && policy.max_age_ns == 0)
+        return;
+    char dir[COMMITLOG_DIR_MAX];
+    snprintf(dir, sizeof(dir), "%s/shard-%u", s->cfg->store_dir, s->id);
+    uint64_t start = p->gc_off;
+    int n = retention_apply(dir, s->log.seg_base, s->log.append_off, &policy, base_wall_ns(),
+                            p->snapshot_off, &start);
+    if (n < 0) {
+        LOG_ERROR("persist", "retention_failed shard=%u err=%d (%s)", s->id, n, strerror(-n));
+        return;
+    }
+    if (n == 0 || start <= p->gc_off)
+        return;
+    LOG_INFO("persist", "retention shard=%u deleted_segments=%d watermark=%llu", s->id, n,
+             (unsigned long long)start);
+    p->gc_off = start;
+    consumeq_set_gc(p->index, start);
+    logread_forget_below(p->reader, start);
+}
+
+/* ---- Tick -------------------------------------------------------------------------------- */
+
+void persist_tick(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    take_mark(s);
+    if (s->now_ms >= p->next_retention_ms) {
+        apply_retention(s);
+        /* A snapshot in flight completes within a few writes: look again soon. */
+        p->next_retention_ms = s->now_ms + (p->snapshot_pending ? 250u : RETENTION_INTERVAL_MS);
+    }
+    if (s->now_ms >= p->next_cursor_ms) {
+        p->next_cursor_ms = s->now_ms + PERSIST_CURSOR_MS;
+        session_journal_cursors(s);
+    }
+    if (s->now_ms >= p->next_flush_ms && p->index != NULL) {
+        p->next_flush_ms = s->now_ms + PERSIST_INDEX_FLUSH_MS;
+        int rc = consumeq_flush(p->index, covered_off(s));
+        if (rc == 0)
+            rc = consumeq_compact(p->index, CONSUMEQ_COMPACT_AUTO);
+        if (rc < 0)
+            LOG_WARN("persist", "index_flush_failed shard=%u err=%d", s->id, rc);
+    }
+}

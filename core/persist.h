@@ -1,0 +1,235 @@
+/* core/persist.h - durable sessions and offline delivery from the log, for one shard.
+ *
+ * Shard thread only; one `struct persist` lives in each struct shard. It ties the shard's commit
+ * log (store/commitlog.h) to its consume-queue index (store/consumeq.h), the session journal
+ * (store/journal.h) and reads of logged records (store/logread.h). DESIGN 3-5.
+ *
+ * Indexing. Every QoS 1/2 message record this shard appends is remembered with the queues it
+ * goes to (QoS 0 records are logged but not indexed: at most once, they are not read back for
+ * a session that was offline or behind; that is what Mosquitto does by default too, and it
+ * keeps the index off the QoS 0 fast path):
+ * the queue of its exact topic, and the queue of every wildcard filter that a persistent
+ * session holds anywhere (the registry below). Once the log is visible up to the record
+ * (durable with store.flush = sync, written with async), the record is appended to the index,
+ * in log order. QoS 1/2 messages are routed at that same moment (core/dispatch.c), which is
+ * what makes a session's switch from reading the log to live delivery exact for them (see
+ * catch-up).
+ *
+ * Registry. The wildcard filters held by persistent sessions, with a count of holders, are
+ * known to every shard, because every shard indexes its own log: a session that subscribes
+ * (or is restored) broadcasts +1 for each of its wildcard filters with NOTE_FILTER, and -1 when
+ * it unsubscribes or ends. Exact filters need no registration: every topic has its queue.
+ * A filter reaches another shard a ring hop after the SUBSCRIBE; messages published there in
+ * between are delivered live but are not in that shard's filter queue (a documented window).
+ *
+ * Journal. A persistent session's changes are RECORD_SESSION records in its home shard's log:
+ * STATE (version, expiry, subscriptions; the complete configuration), CURSOR (its positions in
+ * every shard's log), END, and REL (an inbound QoS 2 packet id released; the ids themselves
+ * are in the message records). Recovery (core/recovery.c) replays them.
+ *
+ * Session positions. A persistent session keeps, per origin shard, two log offsets: pos0 (QoS 0
+ * records from that shard below it were handled) and pos1 (the same for QoS 1/2 records). Two,
+ * because a shard routes QoS 0 at append and QoS 1/2 once visible, so the two kinds reach a
+ * session in different orders. Per origin it is LIVE (messages come with the routing notes),
+ * BEHIND (it reads the log from its positions; routing notes from that origin are ignored), or
+ * READING (a catch-up request is out). Offline sessions are BEHIND everywhere and cost these
+ * numbers, not copies.
+ *
+ * Retention (store/retention.h). Whole segments go, oldest first, by store.retention.bytes
+ * and .hours. Before a segment goes, what a restart needs from it is written again: once per
+ * segment of log growth every persistent session's STATE and CURSOR and every retained
+ * message this shard published are appended anew (a snapshot), and segments are deleted only
+ * below the start of the newest snapshot that is durable. The index's GC watermark follows.
+ * Pending inbound QoS 2 ids older than a snapshot are not carried over (documented).
+ *
+ * Catch-up. The home shard sends the origin a request (positions, the queue ids of the
+ * session's filters, resume hints); the origin reads its index (consumeq_seek_log, then
+ * consumeq_read), merges the queues in log order, reads the records (logread), and answers with
+ * up to PERSIST_CATCHUP_RECORDS messages and either where to continue or that it reached the end
+ * of its index, E. At the end the session sets both positions to at least E and goes LIVE:
+ * every QoS 1/2 record below E was routed before the answer (so it was ignored and is in the
+ * answer), every one above is routed after it (live). QoS 0 messages from an origin where the
+ * session is not LIVE are not delivered to it (at most once; counted as dropped QoS 0).
+ * Records below the origin's retention watermark are gone: the session resumes at the watermark
+ * and the loss is logged for the client. Requests to the own shard are answered in the loop.
+ */
+#ifndef KEELMQ_CORE_PERSIST_H
+#define KEELMQ_CORE_PERSIST_H
+
+#include "core/base.h"
+
+struct shard;
+struct session;
+struct msg;
+struct consumeq;
+struct logread;
+struct subtree;
+
+#define PERSIST_CATCHUP_RECORDS 256u       /* records per catch-up answer */
+#define PERSIST_CATCHUP_BYTES (4u << 20)   /* bytes of records per answer (at least one) */
+#define PERSIST_QUEUES_MAX 1024u           /* queues one session reads (its subscriptions) */
+#define PERSIST_CURSOR_MS 200u             /* a dirty session's positions are journaled this often */
+#define PERSIST_INDEX_FLUSH_MS 1000u       /* the index's write buffer goes to disk this often */
+
+#define PERSIST_MARKS 1024u               /* (time, log offset) marks kept per shard */
+
+/* Where the log stood at a time: lets a catch-up skip what precedes a session's start without
+ * reading it. Marks are taken every tick; when the array is full every other one is dropped
+ * and the interval doubles, so they cover the whole run with a resolution that coarsens with
+ * age. */
+struct persist_mark {
+    uint64_t wall_ns;
+    uint64_t log_off;        /* the log's append offset then: later records are newer */
+};
+
+/* A wildcard filter some persistent session holds (registry entry). */
+struct persist_filter {
+    uint64_t queue_id;
+    uint32_t holders;        /* summed over every shard's sessions */
+    uint16_t filter_len;
+    char *filter;            /* owned */
+};
+
+/* What travels with NOTE_FILTER. Sender's memory, shared by the notes to every peer: `refs`
+ * counts the sender's notes not yet reclaimed (only the sender changes it). */
+struct persist_filter_note {
+    uint32_t refs;
+    int32_t delta;           /* +1 or -1 */
+    uint16_t filter_len;
+    char filter[];
+};
+
+/* A catch-up request: the home shard's memory, read by the origin, freed by the home when the
+ * answer comes. */
+struct catchup_req {
+    uint16_t home;
+    uint16_t origin;
+    uint32_t queue_count;
+    uint64_t serial;         /* the session's, to spot a session that ended meanwhile */
+    uint64_t since_ns;       /* records older than this are not the session's */
+    uint64_t pos0;
+    uint64_t pos1;
+    uint16_t client_id_len;
+    char *client_id;         /* in this allocation */
+    uint64_t *queue_ids;     /* in this allocation */
+    uint64_t *hints;         /* queue offsets to resume at, CONSUMEQ_OFF_NONE = seek */
+};
+
+/* A catch-up answer: the origin's memory (one block with its hints and message slots; the
+ * messages are references), returned to it with NOTE_CATCHUP_RELEASE once the home has taken
+ * what it keeps. */
+struct catchup_resp {
+    struct catchup_req *req;
+    uint32_t count;
+    bool at_end;             /* nothing more in the index: `next_off` is its end, E */
+    uint64_t next_off;       /* read on from here (not at end) */
+    uint64_t gc_off;         /* the origin's retention watermark */
+    uint64_t *hints;         /* queue_count resume hints */
+    struct msg **msgs;       /* count messages, origin-owned, in log order */
+};
+
+/* One record waiting to be indexed. */
+struct persist_pending {
+    uint64_t log_off;
+    uint64_t timestamp_ns;
+    uint32_t record_len;
+    uint32_t topic_hash;
+    uint32_t queue_count;    /* its queue ids, next in `pending_qids` */
+};
+
+struct persist_stats {
+    uint64_t indexed;
+    uint64_t index_errors;
+    uint64_t journal_records;
+    uint64_t journal_full;      /* journal appends refused (log too far behind) */
+    uint64_t catchup_requests;
+    uint64_t catchup_records;
+    uint64_t catchup_read_errors;
+    uint64_t lost_below_watermark;
+};
+
+struct persist {
+    struct consumeq *index;
+    struct logread *reader;           /* this shard's own log */
+    struct subtree *filters;          /* registry: filter -> struct persist_filter * */
+    struct persist_filter **table;    /* registry by queue id, open addressing */
+    uint32_t table_mask;
+    uint32_t filter_count;
+    /* Records appended, not yet visible: FIFO with their queue ids. */
+    struct persist_pending *pending;
+    uint32_t pending_head;
+    uint32_t pending_len;
+    uint32_t pending_cap;
+    uint64_t *pending_qids;
+    uint32_t qids_head;
+    uint32_t qids_len;
+    uint32_t qids_cap;
+    uint64_t indexed_off;             /* everything below is indexed (or not a message) */
+    uint64_t gc_off;                  /* the oldest offset still in the log (retention) */
+    /* Requests to this very shard, answered in the loop. */
+    struct catchup_req **local;
+    uint32_t local_len;
+    uint32_t local_cap;
+    uint32_t outstanding;             /* requests sent + answers not released (shutdown waits) */
+    uint64_t next_flush_ms;
+    uint64_t next_cursor_ms;
+    uint64_t serial_counter;
+    struct persist_mark marks[PERSIST_MARKS];
+    uint32_t mark_count;
+    uint64_t mark_every_ms;
+    uint64_t next_mark_ms;
+    /* Retention: everything a restart needs (sessions, retained messages) has been written
+     * again at or above `snapshot_off`, so segments below it may go. A snapshot in progress
+     * is complete once the log is durable up to `snapshot_end`. */
+    uint64_t snapshot_off;
+    uint64_t snapshot_pending_off;
+    uint64_t snapshot_end;
+    bool snapshot_pending;
+    uint64_t next_retention_ms;
+    uint8_t *read_buf;                /* record reads */
+    uint32_t read_cap;
+    struct persist_stats stats;
+};
+
+/* Shard setup (its thread, before the loop, after commitlog_open): opens the index in
+ * store.dir/shard-N/index (rebuilt if corrupt), registers the wildcard filters of every
+ * restored session, re-indexes the log tail after the index's checkpoint, and opens the log
+ * reader. Returns 0 or -errno (logged). */
+int persist_open(struct shard *s);
+/* Flushes the index (clean shutdown) and frees everything. */
+void persist_close(struct shard *s);
+
+/* After router_append put `m` in the log: remembers it for the index. */
+void persist_on_append(struct shard *s, const struct msg *m);
+/* The log became visible further: indexes what it covers. */
+void persist_on_visible(struct shard *s);
+/* Once per loop iteration: answers local catch-up requests. Returns work done. */
+uint32_t persist_poll(struct shard *s);
+/* On the shard's tick: journals dirty session positions, flushes and compacts the index. */
+void persist_tick(struct shard *s);
+
+/* Registry: `delta` holders for `filter` (a valid wildcard filter), on every shard. */
+void persist_filter_hold(struct shard *s, struct slice filter, int32_t delta);
+void persist_on_filter_note(struct shard *s, const struct persist_filter_note *n);
+/* Reclaim of a NOTE_FILTER the sender posted. */
+void persist_filter_note_release(struct persist_filter_note *n);
+
+/* Journal. Each appends one RECORD_SESSION to this shard's log and returns the log offset
+ * where it ends (for a durable wait), or 0 if the log refused it (counted, logged). */
+uint64_t persist_journal_state(struct shard *s, struct session *sess);
+uint64_t persist_journal_cursor(struct shard *s, struct session *sess);
+uint64_t persist_journal_end(struct shard *s, struct session *sess);
+uint64_t persist_journal_rel(struct shard *s, struct session *sess, uint16_t packet_id);
+
+/* Catch-up. `start` asks `origin` for the next records of `sess` (state READING). */
+void persist_catchup_start(struct shard *s, struct session *sess, uint16_t origin);
+void persist_on_catchup_req(struct shard *s, struct catchup_req *req);
+void persist_on_catchup_resp(struct shard *s, struct catchup_resp *resp);
+void persist_catchup_release(struct shard *s, struct catchup_resp *resp);
+/* The origin could not answer (out of memory) and gave the request back. */
+void persist_on_catchup_failed(struct shard *s, struct catchup_req *req);
+
+/* A serial number for a new session (unique per shard and run). */
+static inline uint64_t persist_next_serial(struct persist *p) { return ++p->serial_counter; }
+
+#endif

@@ -1,0 +1,220 @@
+"""Durable sessions end to end: persistent sessions, their subscriptions and what they missed
+survive kill -9, and offline sessions read what they missed from the log.
+
+Each test crashes the real broker with SIGKILL (Broker.crash) and starts it again on the same
+store directory, then reconnects the persistent subscriber with paho.
+"""
+import os
+import threading
+import time
+import unittest
+
+import paho.mqtt.client as mqtt
+
+from harness import BrokerTestCase, Client, is_mosquitto, per_shard_count
+
+COUNT = 20000
+
+
+def publish_all(pub, topic_of, count, qos, timeout=120.0):
+    """Publishes count messages (payload: the index, 6 digits) pipelined, and waits for every
+    acknowledgement. Returns the paho MessageInfo list."""
+    pub.paho.max_inflight_messages_set(16)
+    pub.paho.max_queued_messages_set(0)
+    infos = []
+    for index in range(count):
+        info = pub.paho.publish(topic_of(index), b"%06d" % index, qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise AssertionError("publish %d failed locally: %d" % (index, info.rc))
+        infos.append(info)
+    deadline = time.monotonic() + timeout
+    for info in infos:
+        info.wait_for_publish(max(deadline - time.monotonic(), 0.1))
+        if not info.is_published():
+            raise AssertionError("publish %d not acknowledged in time" % info.mid)
+    return infos
+
+
+class DurableCases:
+    def persistent(self, client_id, version=4):
+        if version == 5:
+            client = self.client(client_id=client_id, version=5, clean=False,
+                                 session_expiry=3600)
+        else:
+            client = self.client(client_id=client_id, version=4, clean=False)
+        return client
+
+    def restart_after_crash(self):
+        self.broker.crash()
+        self.broker.start()
+
+    def offline_then_crash(self, qos):
+        sub = self.persistent("durable-sub")
+        sub.connect()
+        self.assertEqual(sub.subscribe("dur/#", qos), qos)
+        sub.disconnect()
+        pub = self.connected(client_id="durable-pub", version=4)
+        publish_all(pub, lambda index: "dur/%d" % (index % 5), COUNT, qos)
+        pub.stop()
+        self.restart_after_crash()
+        sub = self.persistent("durable-sub")
+        present, _ = sub.connect()
+        self.assertEqual(present, 1, "the session did not survive kill -9")
+        messages = sub.expect_messages(COUNT, timeout=120)
+        got = [int(m.payload) for m in messages]
+        self.assertEqual(got, list(range(COUNT)), "missing or out of order")
+        self.assertEqual({m.qos for m in messages}, {qos})
+        sub.expect_no_message(1.0)  # nothing twice
+        sub.disconnect()
+
+    def test_offline_qos1_session_gets_everything_after_kill_9(self):
+        self.offline_then_crash(1)
+
+    def test_offline_qos2_session_gets_everything_once_after_kill_9(self):
+        self.offline_then_crash(2)
+
+    def test_subscription_survives_kill_9_and_gets_live_messages(self):
+        sub = self.persistent("subs-only", version=5)
+        sub.connect()
+        sub.subscribe("live/+/temp", 1)
+        sub.disconnect()
+        self.restart_after_crash()
+        sub = self.persistent("subs-only", version=5)
+        present, _ = sub.connect()
+        self.assertEqual(present, 1)
+        pub = self.connected(client_id="live-pub", version=5)
+        pub.publish("live/kitchen/temp", b"21", qos=1)
+        pub.publish("live/kitchen/humidity", b"40", qos=1)
+        message = sub.expect_message()
+        self.assertEqual((message.topic, message.payload), ("live/kitchen/temp", b"21"))
+        sub.expect_no_message(0.5)
+
+    def test_clean_session_ends_the_stored_session(self):
+        sub = self.persistent("ended")
+        sub.connect()
+        sub.subscribe("ended/#", 1)
+        sub.disconnect()
+        clean = self.client(client_id="ended", version=4, clean=True)
+        clean.connect()
+        clean.disconnect()
+        self.restart_after_crash()
+        again = self.persistent("ended")
+        present, _ = again.connect()
+        self.assertEqual(present, 0, "a session ended by a clean connect came back")
+
+    def test_acknowledged_messages_survive_a_kill_during_load(self):
+        sub = self.persistent("load-sub")
+        sub.connect()
+        sub.subscribe("load/#", 1)
+        received = set()
+        pub = self.client(client_id="load-pub", version=4)
+        pub.connect()
+        pub.paho.max_inflight_messages_set(100)
+        pub.paho.max_queued_messages_set(0)
+        infos = []
+        stop = threading.Event()
+
+        def publish_forever():
+            index = 0
+            while not stop.is_set() and index < 200000:
+                info = pub.paho.publish("load/%d" % (index % 3), b"%06d" % index, 1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    return
+                infos.append((index, info))
+                index += 1
+                if index % 100 == 0:
+                    time.sleep(0.001)  # let paho's network thread keep up
+
+        thread = threading.Thread(target=publish_forever)
+        thread.start()
+        # Kill once some thousands were acknowledged and the subscriber is receiving.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            acked = sum(1 for _, info in list(infos) if info.is_published())
+            if acked >= 3000:
+                break
+            message = sub.expect_message(timeout=10)
+            received.add(int(message.payload))
+        self.broker.crash()
+        stop.set()
+        thread.join(30)
+        acked = {index for index, info in infos if info.is_published()}
+        self.assertGreaterEqual(len(acked), 3000)
+        # Drain what the subscriber got before the crash.
+        while True:
+            try:
+                received.add(int(sub.messages.get_nowait().payload))
+            except Exception:
+                break
+        pub.stop()
+        sub.stop()
+        self.broker.start()
+        sub = self.persistent("load-sub")
+        present, _ = sub.connect()
+        self.assertEqual(present, 1)
+        deadline = time.monotonic() + 120
+        while not acked <= received:
+            left = deadline - time.monotonic()
+            self.assertGreater(left, 0, "%d acknowledged messages never delivered, e.g. %s"
+                               % (len(acked - received), sorted(acked - received)[:10]))
+            received.add(int(sub.expect_message(timeout=left).payload))
+
+
+class RetentionCases:
+    # 1 MiB segments, keep 2 MiB per shard: a few MiB of messages make retention delete.
+    broker_options = {"store.segment_bytes": "1048576", "store.retention.bytes": "2097152",
+                      "mqtt.max_packet_size": "65536"}
+
+    def test_retention_deletes_segments_and_sessions_resume_at_the_watermark(self):
+        sub = self.client(client_id="slow-sub", version=4, clean=False)
+        sub.connect()
+        sub.subscribe("ret/#", 1)
+        sub.disconnect()
+        keeper = self.connected(client_id="keeper", version=4)
+        keeper.publish("ret-state/config", b"kept across retention", qos=1, retain=True)
+        keeper.stop()
+        pub = self.connected(client_id="ret-pub", version=4)
+        count = 800
+        payload = b"x" * 10000
+        pub.paho.max_inflight_messages_set(16)
+        infos = [pub.paho.publish("ret/%d" % (i % 4), b"%06d" % i + payload, 1)
+                 for i in range(count)]
+        for info in infos:
+            info.wait_for_publish(60)
+            self.assertTrue(info.is_published())
+        pub.stop()
+        match = self.broker.await_log(r"retention shard=\d+ deleted_segments=(\d+) "
+                                      r"watermark=(\d+)", timeout=60)
+        self.assertGreater(int(match.group(1)), 0)
+        # The files went, and the session, its subscription and the retained message did not.
+        self.broker.crash()
+        self.broker.start()
+        for shard in range(self.shards):
+            directory = os.path.join(self.broker.store_dir, "shard-%d" % shard)
+            segments = [n for n in os.listdir(directory) if n.endswith(".log")]
+            self.assertLessEqual(len(segments), 4, "retention left %r" % segments)
+        sub = self.client(client_id="slow-sub", version=4, clean=False)
+        present, _ = sub.connect()
+        self.assertEqual(present, 1, "the session was lost with its segment")
+        got = []
+        # Everything from the watermark on, in order, none after a gap; the oldest are gone.
+        while True:
+            message = sub.expect_message(timeout=30)
+            got.append(int(message.payload[:6]))
+            if got[-1] == count - 1:
+                break
+        self.assertGreater(got[0], 0, "nothing was deleted before the session's position")
+        self.assertEqual(got, list(range(got[0], count)))
+        self.broker.await_log(r"lost_to_retention client=slow-sub", timeout=10)
+        check = self.connected(client_id="check", version=4)
+        check.subscribe("ret-state/#", 1)
+        message = check.expect_message()
+        self.assertEqual(message.payload, b"kept across retention")
+
+
+if not is_mosquitto():
+    per_shard_count(DurableCases, globals())
+    per_shard_count(RetentionCases, globals())
+
+if __name__ == "__main__":
+    unittest.main()
