@@ -102,6 +102,8 @@ static const struct config_key config_keys[] = {
     KEY_NUMBER("store.retention.hours", CONFIG_U32, store_retention_hours, 0,
                CONFIG_RETENTION_HOURS_MAX, false, "168",
                "hours a commit log segment is kept after its last write; 0 = no time limit"),
+    KEY_OTHER("store.log_qos0", CONFIG_BOOL, store_log_qos0, "true",
+              "write QoS 0 messages to the commit log (retained ones are always written)"),
     KEY_NAMED("log.level", log_level, log_level_names, "info",
               "least severe level logged: error|warn|info|debug"),
     KEY_NUMBER("mqtt.max_packet_size", CONFIG_U32, max_packet_size, 16, 268435460, false,

@@ -43,6 +43,7 @@ struct config {
     uint32_t store_segment_bytes;        /* store.segment_bytes, 134217728, multiple of 4096 */
     enum store_flush store_flush;        /* store.flush, sync|async */
     uint32_t store_flush_interval_ms;    /* store.flush_interval_ms, 10 (async only) */
+    bool store_log_qos0;                 /* store.log_qos0, true */
     uint64_t store_retention_bytes;      /* store.retention.bytes, 10737418240 per shard; 0 = no
                                           * size limit, else at least 2 * store.segment_bytes */
     uint32_t store_retention_hours;      /* store.retention.hours, 168; 0 = no time limit */

@@ -115,6 +115,8 @@ static void retain_update(struct shard *s, const struct msg *m)
 int64_t router_append(struct shard *s, struct msg *m, uint16_t packet_id)
 {
     ASSERT(m->owner_shard == s->id);
+    if (m->qos == 0 && !m->retain && !s->cfg->store_log_qos0)
+        return 0; /* store.log_qos0 = off: not logged; nobody waits for it. */
     struct record_message r = {
         .timestamp_ns = m->time_ns, .qos = m->qos, .retain = m->retain, .topic = m->topic,
         .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,

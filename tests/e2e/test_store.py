@@ -121,8 +121,34 @@ class AsyncFlushCases:
                          ("async/a", b"kept", 1))
 
 
+class NoQos0LogCases:
+    broker_options = {"store.log_qos0": "false"}
+
+    def test_log_qos0_off_logs_only_retained_and_qos1(self):
+        sub = self.connected(client_id="q0-sub", version=4)
+        sub.subscribe("q0/#", 0)
+        pub = self.connected(client_id="q0-pub", version=4)
+        for index in range(50):
+            pub.publish("q0/plain", b"%d" % index, qos=0)
+        pub.publish("q0/state", b"retained qos0", qos=0, retain=True)
+        pub.publish("q0/barrier", b"qos1", qos=1)
+        self.assertEqual(len(sub.expect_messages(52)), 52)  # delivered all the same
+        pub.stop()
+        sub.stop()
+        self.broker.crash()
+        self.broker.start()
+        stats = recovered(self.broker.log_since_start())
+        self.assertEqual(sum(shard["records"] for shard in stats.values()), 2,
+                         "only the retained QoS 0 and the QoS 1 message belong in the log")
+        check = self.connected(client_id="q0-check", version=4)
+        check.subscribe("q0/#", 0)
+        message = check.expect_message()
+        self.assertEqual((message.topic, message.payload), ("q0/state", b"retained qos0"))
+
+
 if not is_mosquitto():
     per_shard_count(StoreCases, globals())
+    per_shard_count(NoQos0LogCases, globals())
     per_shard_count(AsyncFlushCases, globals())
 
 if __name__ == "__main__":

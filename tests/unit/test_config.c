@@ -187,6 +187,8 @@ ParameterizedTestParameters(config, set_key_cases)
         { "store.flush", "async", 0, "async" },
         { "store.flush", "sync", 0, "sync" },
         { "store.flush", "Sync", -EINVAL, "not one of sync|async" },
+        { "store.log_qos0", "off", 0, "false" },
+        { "store.log_qos0", "maybe", -EINVAL, "not a boolean (true|false|yes|no|on|off|1|0)" },
         { "store.segment_bytes", "1048575", -EINVAL, "out of range 1048576..2147483648" },
         { "store.flush_interval_ms", "0", -EINVAL, "out of range 1..60000" },
         /* store.retention.bytes: u64 0..2^50 (the 2 * segment rule is checked by finalize). */
@@ -626,6 +628,7 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "store.flush_interval_ms = 10\n"
                                    "store.retention.bytes = 10737418240\n"
                                    "store.retention.hours = 168\n"
+                                   "store.log_qos0 = true\n"
                                    "log.level = info\n"
                                    "mqtt.max_packet_size = 1048576\n"
                                    "mqtt.max_inflight = 32\n"
