@@ -429,6 +429,11 @@ static bool wait_durable(struct shard *s, struct conn *c, struct msg *m, uint64_
     return true;
 }
 
+bool dispatch_wait_pump(struct shard *s, struct conn *c, uint64_t end_off)
+{
+    return wait_durable(s, c, NULL, end_off, MQTT_PUBLISH, 0);
+}
+
 void dispatch_on_durable(struct shard *s)
 {
     persist_on_visible(s); /* Indexed before anything below is routed (core/persist.h). */
@@ -447,7 +452,10 @@ void dispatch_on_durable(struct shard *s)
         }
         struct conn *c = &s->conns[done.conn_idx];
         bool live = c->gen == done.conn_gen && c->state == CONN_ACTIVE && !s->stopping;
-        if (done.ack_type == MQTT_SUBACK) {
+        if (done.ack_type == MQTT_PUBLISH) {
+            if (live && c->session != NULL)
+                session_pump(s, c->session);
+        } else if (done.ack_type == MQTT_SUBACK) {
             if (live)
                 (void)answer_subscribe(s, c, done.answer); /* Closes the conn on failure. */
             else

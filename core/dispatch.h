@@ -33,4 +33,8 @@ void dispatch_handoff_sent(struct shard *s, struct conn *c, int res);
  * were waiting for it, in order. During shutdown they are released without routing. */
 void dispatch_on_durable(struct shard *s);
 
+/* Pumps the session of `c` once the log is visible up to `end_off` (an outbound QoS 2 PUBLISH
+ * whose journal record must be durable before it is sent). Returns false when out of memory. */
+bool dispatch_wait_pump(struct shard *s, struct conn *c, uint64_t end_off);
+
 #endif

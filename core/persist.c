@@ -526,6 +526,17 @@ uint64_t persist_journal_rel(struct shard *s, struct session *sess, uint16_t pac
     return journal_append(s, sess, &e);
 }
 
+uint64_t persist_journal_out(struct shard *s, struct session *sess, uint16_t packet_id,
+                             uint8_t state, uint16_t origin, uint64_t log_off)
+{
+    struct journal_entry e = entry_for(sess, JOURNAL_OUT);
+    e.packet_id = packet_id;
+    e.out_state = state;
+    e.origin_shard = origin;
+    e.log_off = log_off;
+    return journal_append(s, sess, &e);
+}
+
 /* ---- Catch-up: the home's side ----------------------------------------------------------- */
 
 static uint64_t hint_for(const struct session_origin *o, uint64_t qid)

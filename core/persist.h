@@ -24,8 +24,10 @@
  *
  * Journal. A persistent session's changes are RECORD_SESSION records in its home shard's log:
  * STATE (version, expiry, subscriptions; the complete configuration), CURSOR (its positions in
- * every shard's log), END, and REL (an inbound QoS 2 packet id released; the ids themselves
- * are in the message records). Recovery (core/recovery.c) replays them.
+ * every shard's log), END, REL (an inbound QoS 2 packet id released; the ids themselves are in
+ * the message records), and OUT (an outbound QoS 2 delivery sent, PUBREC'd, completed; a
+ * QoS 2 PUBLISH waits in the window until its OUT is durable). Recovery (core/recovery.c)
+ * replays them.
  *
  * Session positions. A persistent session keeps, per origin shard, two log offsets: pos0 (QoS 0
  * records from that shard below it were handled) and pos1 (the same for QoS 1/2 records). Two,
@@ -220,6 +222,10 @@ uint64_t persist_journal_state(struct shard *s, struct session *sess);
 uint64_t persist_journal_cursor(struct shard *s, struct session *sess);
 uint64_t persist_journal_end(struct shard *s, struct session *sess);
 uint64_t persist_journal_rel(struct shard *s, struct session *sess, uint16_t packet_id);
+/* Outbound QoS 2 state of `packet_id` (enum journal_out_state) for the record at `log_off`
+ * of shard `origin`. */
+uint64_t persist_journal_out(struct shard *s, struct session *sess, uint16_t packet_id,
+                             uint8_t state, uint16_t origin, uint64_t log_off);
 
 /* Catch-up. `start` asks `origin` for the next records of `sess` (state READING). */
 void persist_catchup_start(struct shard *s, struct session *sess, uint16_t origin);

@@ -149,6 +149,43 @@ static int qos2_add(struct recovery_session *e, uint16_t id)
     return 0;
 }
 
+/* Applies an OUT record: the newest state of one delivery, keyed by its record. Completed
+ * ones are kept too (a restart must not deliver them again) until a CURSOR is past them. */
+static int out_apply(struct recovery_session *e, const struct journal_entry *j)
+{
+    uint32_t i = 0;
+    while (i < e->outs_len &&
+           (e->outs[i].origin != j->origin_shard || e->outs[i].log_off != j->log_off))
+        i++;
+    if (i == e->outs_len) {
+        if (e->outs_len == e->outs_cap) {
+            uint32_t cap = e->outs_cap ? e->outs_cap * 2 : 8;
+            struct recovery_out *n = realloc(e->outs, cap * sizeof(*n));
+            if (n == NULL)
+                return -ENOMEM;
+            e->outs = n;
+            e->outs_cap = cap;
+        }
+        e->outs_len++;
+    }
+    e->outs[i] = (struct recovery_out){ .log_off = j->log_off, .origin = j->origin_shard,
+                                        .packet_id = j->packet_id, .state = j->out_state };
+    return 0;
+}
+
+/* A CURSOR: completed deliveries below its positions are settled for good. */
+static void outs_prune(struct recovery_session *e, const struct journal_entry *cursor)
+{
+    for (uint32_t i = 0; i < e->outs_len;) {
+        const struct recovery_out *o = &e->outs[i];
+        if (o->state == JOURNAL_OUT_COMPLETED && o->origin < cursor->shard_count &&
+            o->log_off < journal_pos_at(cursor, o->origin).pos1)
+            e->outs[i] = e->outs[--e->outs_len];
+        else
+            i++;
+    }
+}
+
 static void forget(struct recovery_session *e)
 {
     free(e->state);
@@ -156,6 +193,7 @@ static void forget(struct recovery_session *e)
     e->state = e->cursor = NULL;
     e->state_len = e->cursor_len = 0;
     e->qos2_in_len = 0;
+    e->outs_len = 0;
 }
 
 /* One journal record. Records older than what is held (another log, after a change of
@@ -183,6 +221,7 @@ static int on_journal(struct scan_ctx *sc, const uint8_t *p, const struct record
         rs->ended = false;
         return keep_body(&rs->state, &rs->state_len, record_body(p, h));
     case JOURNAL_CURSOR:
+        outs_prune(rs, &e);
         return keep_body(&rs->cursor, &rs->cursor_len, record_body(p, h));
     case JOURNAL_END:
         rs->ended = true;
@@ -191,8 +230,10 @@ static int on_journal(struct scan_ctx *sc, const uint8_t *p, const struct record
     case JOURNAL_REL:
         qos2_remove(rs, e.packet_id);
         return 0;
+    case JOURNAL_OUT:
+        return out_apply(rs, &e);
     default:
-        return 0; /* JOURNAL_OUT: not written by this version. */
+        return 0;
     }
 }
 
@@ -333,6 +374,7 @@ void recovery_free(struct recovery *r)
     for (uint32_t i = 0; i < r->session_count; i++) {
         forget(&r->sessions[i]);
         free(r->sessions[i].qos2_in);
+        free(r->sessions[i].outs);
         free(r->sessions[i].client_id);
     }
     free(r->sessions);

@@ -21,6 +21,14 @@
 struct msg;
 struct retain;
 
+/* An outbound QoS 2 delivery the journal says is not complete. */
+struct recovery_out {
+    uint64_t log_off;
+    uint16_t origin;
+    uint16_t packet_id;
+    uint8_t state;           /* enum journal_out_state */
+};
+
 /* One client's journal as recovery found it (the newest of each kind of record). */
 struct recovery_session {
     char *client_id;         /* owned, NUL-terminated */
@@ -32,6 +40,10 @@ struct recovery_session {
     uint32_t cursor_len;
     uint64_t last_ns;        /* time of its newest record (offline since, for expiry) */
     uint16_t last_log;       /* the shard log of that record */
+    struct recovery_out *outs; /* outbound QoS 2 deliveries, by record; completed ones until
+                              * a CURSOR is past them */
+    uint32_t outs_len;
+    uint32_t outs_cap;
     uint16_t *qos2_in;       /* inbound QoS 2 ids not released */
     uint32_t qos2_in_len;
     uint32_t qos2_in_cap;

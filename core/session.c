@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/conn.h"
+#include "core/dispatch.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/msg.h"
@@ -194,8 +195,12 @@ static void free_session(struct shard *s, struct session *sess)
         free(sub->filter);
     }
     free(sess->subs);
-    for (uint32_t i = 0; i < sess->inflight_len; i++)
-        msg_release(sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].msg);
+    for (uint32_t i = 0; i < sess->inflight_len; i++) {
+        struct msg *m = sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].msg;
+        if (m != NULL)
+            msg_release(m);
+    }
+    free(sess->restored);
     for (uint32_t i = 0; i < sess->queue_len; i++)
         msg_release(sess->queue[(sess->queue_head + i) % sess->queue_cap].msg);
     free(sess->inflight);
@@ -407,13 +412,16 @@ static bool packet_id_in_use(const struct session *sess, uint16_t id)
     for (uint32_t i = 0; i < sess->inflight_len; i++)
         if (sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].packet_id == id)
             return true;
+    for (uint32_t i = 0; i < sess->restored_len; i++)
+        if (!sess->restored[i].skip && sess->restored[i].packet_id == id)
+            return true;
     return false;
 }
 
 /* The next free packet id. The window is at most 65535, so one is always free. */
 static uint16_t next_packet_id(struct session *sess)
 {
-    ASSERT(sess->inflight_len < 65535);
+    ASSERT(sess->inflight_len + sess->restored_len < 65535);
     for (;;) {
         uint16_t id = sess->next_packet_id++;
         if (sess->next_packet_id == 0)
@@ -440,20 +448,54 @@ static bool send_from_queue(struct shard *s, struct session *sess)
     if (!ring_reserve(&sess->inflight, &sess->inflight_head, sess->inflight_len,
                       &sess->inflight_cap))
         return false;
-    uint16_t id = next_packet_id(sess);
-    if (!session_write_publish(s, sess->conn, q->msg, q->qos, q->retain, false, id, q->sub_id))
-        return false;
+    /* A restored QoS 2 message keeps the packet id it had before the restart (DUP). */
+    bool again = q->packet_id != 0;
+    uint16_t id = again ? q->packet_id : next_packet_id(sess);
     struct session_out e = *q;
     e.packet_id = id;
     e.pubrec_received = false;
+    e.unsent = false;
+    if (q->qos == 2 && q->tracked && sess->journaled && !again) {
+        /* The client may deliver it as soon as it arrives: its packet id is durable first,
+         * so a restart re-sends it with the same id and the client sees it once. */
+        uint64_t end = persist_journal_out(s, sess, id, JOURNAL_OUT_SENT,
+                                           q->msg->origin_shard, q->msg->log_off);
+        if (end > s->log.durable_off && s->cfg->store_flush == STORE_FLUSH_SYNC &&
+            dispatch_wait_pump(s, sess->conn, end)) {
+            e.unsent = true;
+            e.journal_end = end;
+        }
+    }
+    if (!e.unsent &&
+        !session_write_publish(s, sess->conn, q->msg, q->qos, q->retain, again, id, q->sub_id))
+        return false;
     *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, sess->inflight_len++) = e;
     sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
     sess->queue_len--;
     return true;
 }
 
+/* Sends the window's held QoS 2 messages whose journal record is durable now, in order. */
+static void send_unsent(struct shard *s, struct session *sess)
+{
+    for (uint32_t i = 0; i < sess->inflight_len; i++) {
+        struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
+                                        i);
+        if (!e->unsent)
+            continue;
+        if (e->journal_end > s->log.durable_off)
+            return; /* Later ones are later in the log. */
+        if (!session_write_publish(s, sess->conn, e->msg, e->qos, e->retain, false,
+                                   e->packet_id, e->sub_id))
+            return;
+        e->unsent = false;
+    }
+}
+
 void session_pump(struct shard *s, struct session *sess)
 {
+    if (sess->conn != NULL && sess->conn->state == CONN_ACTIVE)
+        send_unsent(s, sess);
     while (sess->conn != NULL && sess->queue_len > 0 &&
            sess->inflight_len < sess->receive_max_out) {
         if (!send_from_queue(s, sess))
@@ -472,10 +514,11 @@ void session_catchup_poll(struct shard *s, struct session *sess)
             persist_catchup_start(s, sess, i);
 }
 
-/* Puts `m` in the queue (QoS 0 too, for log reads) and pumps. Returns false when it could not
- * be kept (out of memory, counted). */
-static bool enqueue(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
-                    bool retain, uint32_t sub_id, bool tracked)
+/* Puts `m` in the queue (QoS 0 too, for log reads) as `spec` says (its msg is ignored; a
+ * packet id in it is one the message had before a restart) and pumps. Returns false when it
+ * could not be kept (out of memory, counted). */
+static bool enqueue(struct shard *s, struct session *sess, const struct msg *m,
+                    const struct session_out *spec)
 {
     if (!ring_reserve(&sess->queue, &sess->queue_head, sess->queue_len, &sess->queue_cap)) {
         s->stats.dropped_queue++;
@@ -486,9 +529,9 @@ static bool enqueue(struct shard *s, struct session *sess, const struct msg *m, 
         s->stats.dropped_queue++;
         return false;
     }
-    *ring_at(sess->queue, sess->queue_cap, sess->queue_head, sess->queue_len++) =
-        (struct session_out){ .msg = own, .qos = qos, .retain = retain, .sub_id = sub_id,
-                              .tracked = tracked };
+    struct session_out e = *spec;
+    e.msg = own;
+    *ring_at(sess->queue, sess->queue_cap, sess->queue_head, sess->queue_len++) = e;
     if (sess->conn != NULL && sess->conn->state == CONN_ACTIVE)
         session_pump(s, sess);
     return true;
@@ -513,7 +556,9 @@ static void deliver(struct shard *s, struct session *sess, const struct msg *m, 
                      (unsigned long long)s->stats.dropped_queue);
         return;
     }
-    (void)enqueue(s, sess, m, qos, retain, sub_id, tracked); /* Counted on failure. */
+    struct session_out spec = { .qos = qos, .retain = retain, .sub_id = sub_id,
+                                .tracked = tracked };
+    (void)enqueue(s, sess, m, &spec); /* Counted on failure. */
 }
 
 void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
@@ -548,6 +593,23 @@ void session_deliver_retained(struct shard *s, struct session *sess, const struc
     deliver(s, sess, m, qos, true, sub_id, false);
 }
 
+/* What a restart left for `m`: 0 nothing (a new delivery), 1 re-send it with packet id *id
+ * (a QoS 2 delivery not yet PUBREC'd), -1 do not deliver it again (PUBREC'd or completed).
+ * The entry is taken out of the list. */
+static int restored_take(struct session *sess, const struct msg *m, uint16_t *id)
+{
+    for (uint32_t i = 0; i < sess->restored_len; i++) {
+        struct session_out_restored *r = &sess->restored[i];
+        if (r->origin == m->origin_shard && r->log_off == m->log_off) {
+            int verdict = r->skip ? -1 : 1;
+            *id = r->packet_id;
+            *r = sess->restored[--sess->restored_len];
+            return verdict;
+        }
+    }
+    return 0;
+}
+
 void session_deliver_logged(struct shard *s, struct session *sess, const struct msg *m)
 {
     ASSERT(sess->origins != NULL && m->log_off != MSG_NOT_LOGGED);
@@ -574,8 +636,15 @@ void session_deliver_logged(struct shard *s, struct session *sess, const struct 
         if (sub_id == 0)
             sub_id = sub->sub_id;
     }
-    if (matched && !enqueue(s, sess, m, MIN(m->qos, best), rap && m->retain, sub_id, true))
-        return; /* Kept behind: read again on the next catch-up. */
+    uint16_t id = 0;
+    int restored = sess->restored_len > 0 ? restored_take(sess, m, &id) : 0;
+    if (matched && restored >= 0) {
+        struct session_out spec = { .qos = MIN(m->qos, best), .retain = rap && m->retain,
+                                    .sub_id = sub_id, .tracked = true,
+                                    .packet_id = restored == 1 ? id : 0 };
+        if (!enqueue(s, sess, m, &spec))
+            return; /* Kept behind: read again on the next catch-up. */
+    }
     *pos = end;
     sess->cursor_dirty = true;
 }
@@ -588,7 +657,7 @@ void session_origin_positions(const struct session *sess, uint16_t o, uint64_t *
     for (uint32_t i = 0; i < sess->inflight_len; i++) {
         const struct session_out *e =
             &sess->inflight[(sess->inflight_head + i) % sess->inflight_cap];
-        if (e->tracked && !e->pubrec_received && e->msg->origin_shard == o)
+        if (e->tracked && e->msg != NULL && !e->pubrec_received && e->msg->origin_shard == o)
             p1 = MIN(p1, e->msg->log_off);
     }
     for (uint32_t i = 0; i < sess->queue_len; i++) {
@@ -612,7 +681,8 @@ static int64_t window_find(const struct session *sess, uint16_t packet_id)
 static void window_remove(struct session *sess, uint32_t i)
 {
     struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, i);
-    msg_release(e->msg);
+    if (e->msg != NULL)
+        msg_release(e->msg);
     for (uint32_t j = i; j + 1 < sess->inflight_len; j++)
         *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, j) =
             *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, j + 1);
@@ -641,8 +711,12 @@ bool session_on_pubrec(struct shard *s, struct session *sess, uint16_t packet_id
         return false;
     struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
                                     (uint32_t)i);
-    if (e->qos != 2)
+    if (e->qos != 2 || e->unsent)
         return false;
+    if (e->msg != NULL && e->tracked && sess->journaled)
+        (void)persist_journal_out(s, sess, packet_id,
+                                  failed ? JOURNAL_OUT_COMPLETED : JOURNAL_OUT_PUBREC,
+                                  e->msg->origin_shard, e->msg->log_off); /* Logged on failure. */
     if (failed) {
         /* PUBREC with a failure reason ends the exchange (MQTT-4.3.3): no PUBREL. */
         window_remove(sess, (uint32_t)i);
@@ -663,6 +737,10 @@ bool session_on_pubcomp(struct shard *s, struct session *sess, uint16_t packet_i
                                     (uint32_t)i);
     if (e->qos != 2 || !e->pubrec_received)
         return false;
+    if (sess->journaled)
+        (void)persist_journal_out(s, sess, packet_id, JOURNAL_OUT_COMPLETED,
+                                  e->msg != NULL ? e->msg->origin_shard : e->origin,
+                                  e->msg != NULL ? e->msg->log_off : e->log_off);
     window_remove(sess, (uint32_t)i);
     session_pump(s, sess);
     return true;
@@ -681,7 +759,7 @@ void session_attach(struct shard *s, struct session *sess, struct conn *c)
             struct mqtt_packet pkt = { .type = MQTT_PUBREL };
             pkt.ack.packet_id = e->packet_id;
             (void)session_write_packet(s, c, &pkt); /* Resent again on the next reconnect. */
-        } else {
+        } else if (!e->unsent) { /* Held ones go out with session_pump. */
             (void)session_write_publish(s, c, e->msg, e->qos, e->retain, true, e->packet_id,
                                         e->sub_id);
         }
@@ -825,6 +903,33 @@ static int adopt_subs(struct shard *s, struct session *sess, const struct journa
     return 0;
 }
 
+/* Outbound QoS 2 deliveries the journal holds: PUBREC'd ones wait in the window for PUBCOMP
+ * (PUBREL is re-sent on connect); sent ones get their packet id back when the catch-up reads
+ * their record again; PUBREC'd and completed ones are not delivered again. */
+static int adopt_outs(struct session *sess, const struct recovery_session *rs)
+{
+    if (rs->outs_len == 0)
+        return 0;
+    sess->restored = calloc(rs->outs_len, sizeof(*sess->restored));
+    if (sess->restored == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < rs->outs_len; i++) {
+        const struct recovery_out *o = &rs->outs[i];
+        sess->restored[sess->restored_len++] = (struct session_out_restored){
+            .log_off = o->log_off, .origin = o->origin, .packet_id = o->packet_id,
+            .skip = o->state != JOURNAL_OUT_SENT };
+        if (o->state != JOURNAL_OUT_PUBREC)
+            continue;
+        if (!ring_reserve(&sess->inflight, &sess->inflight_head, sess->inflight_len,
+                          &sess->inflight_cap))
+            return -ENOMEM;
+        *ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head, sess->inflight_len++) =
+            (struct session_out){ .packet_id = o->packet_id, .qos = 2, .pubrec_received = true,
+                                  .log_off = o->log_off, .origin = o->origin };
+    }
+    return 0;
+}
+
 int session_adopt(struct shard *s, const struct recovery_session *rs)
 {
     struct journal_entry st;
@@ -861,6 +966,10 @@ int session_adopt(struct shard *s, const struct recovery_session *rs)
     for (uint32_t i = 0; i < rs->qos2_in_len; i++)
         if (session_qos2_add(sess, rs->qos2_in[i]) != 0)
             break; /* Out of memory: a re-sent PUBLISH may then be taken as new. */
+    if (adopt_outs(sess, rs) != 0) {
+        session_destroy_raw(s, sess);
+        return -ENOMEM;
+    }
     uint64_t wall = base_wall_ns();
     uint64_t age_ms = wall > rs->last_ns ? (wall - rs->last_ns) / 1000000u : 0;
     uint64_t now = base_now_ms();

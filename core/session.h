@@ -33,7 +33,21 @@ struct session_out {
     bool retain;
     bool pubrec_received;    /* QoS 2: PUBREL sent, waiting for PUBCOMP */
     bool tracked;            /* counts in the session's log positions (not a retained send) */
+    bool unsent;             /* window: QoS 2 waiting for its journal record to be durable */
     uint32_t sub_id;
+    uint64_t journal_end;    /* unsent: the log offset its OUT record ends at */
+    uint64_t log_off;        /* QoS 2 restored after a restart (msg NULL): its record */
+    uint16_t origin;
+};
+
+/* An outbound QoS 2 delivery journaled before a restart. When the catch-up reads its record
+ * again, a SENT one goes out with the same packet id (and DUP); a PUBREC'd or completed one
+ * (`skip`) is not delivered again. */
+struct session_out_restored {
+    uint64_t log_off;
+    uint16_t origin;
+    uint16_t packet_id;
+    bool skip;
 };
 
 /* Where a persistent session stands in one origin shard's log (core/persist.h). */
@@ -84,6 +98,8 @@ struct session {
     uint32_t queue_head;
     uint32_t queue_len;
     uint32_t queue_cap;
+    struct session_out_restored *restored; /* after a restart, until read again */
+    uint32_t restored_len;
     /* Inbound QoS 2 packet ids received and not yet released. */
     uint16_t *qos2_in;
     uint32_t qos2_in_len;

@@ -101,7 +101,8 @@ struct durable_wait {
     uint32_t conn_idx;       /* the conn to ack, if still the same (generation) */
     uint32_t conn_gen;
     uint16_t packet_id;
-    uint8_t ack_type;        /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP, MQTT_SUBACK, or 0 */
+    uint8_t ack_type;        /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP, MQTT_SUBACK, 0, or
+                              * MQTT_PUBLISH: pump the conn's session (journaled QoS 2 out) */
     struct suback_answer *answer; /* MQTT_SUBACK: what to answer (core/dispatch.c), owned */
 };
 

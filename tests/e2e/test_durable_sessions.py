@@ -11,7 +11,12 @@ import unittest
 
 import paho.mqtt.client as mqtt
 
-from harness import BrokerTestCase, Client, is_mosquitto, per_shard_count
+import struct
+
+from harness import (PUBLISH, SUBACK, BrokerTestCase, Client, is_mosquitto, packet,
+                     parse_publish, per_shard_count, subscribe_packet)
+
+PUBREC, PUBREL, PUBCOMP = 5, 6, 7
 
 COUNT = 20000
 
@@ -160,6 +165,65 @@ class DurableCases:
             received.add(int(sub.expect_message(timeout=left).payload))
 
 
+class OutboundQos2Cases:
+    def expect(self, raw, kind):
+        got, flags, body = raw.recv_packet()
+        self.assertEqual(got, kind, "expected packet type %d, got %d" % (kind, got))
+        return flags, body
+
+    def test_qos2_in_flight_at_a_crash_is_resent_with_its_packet_id(self):
+        raw = self.raw()
+        raw.connect("q2-out", clean=False)
+        raw.send(subscribe_packet(1, [("q2/#", 2)]))
+        self.expect(raw, SUBACK)
+        pub = self.connected(client_id="q2-pub", version=4)
+        for index in range(5):
+            pub.publish("q2/x", b"m%d" % index, qos=2)
+        sent = []
+        for _ in range(5):
+            flags, body = self.expect(raw, PUBLISH)
+            topic, payload, qos, mid, _ = parse_publish(flags, body)
+            self.assertEqual(qos, 2)
+            sent.append((payload, mid))
+        self.assertEqual([p for p, _ in sent], [b"m%d" % i for i in range(5)])
+        # The client takes the first two (PUBREC), the broker releases them; the rest stay
+        # unacknowledged when the broker dies.
+        for _, mid in sent[:2]:
+            raw.send(packet(PUBREC, 0, struct.pack("!H", mid)))
+            self.expect(raw, PUBREL)
+        pub.publish("barrier/after-pubrec", b"", qos=1)  # a durable write after them
+        self.broker.crash()
+        raw.close()
+        self.broker.start()
+        raw = self.raw()
+        present, _ = raw.connect("q2-out", clean=False)
+        self.assertEqual(present, 1)
+        released, resent = set(), []
+        while len(released) < 2 or len(resent) < 3:
+            kind, flags, body = raw.recv_packet()
+            if kind == PUBREL:
+                released.add(struct.unpack("!H", body[:2])[0])
+            else:
+                self.assertEqual(kind, PUBLISH)
+                topic, payload, qos, mid, _ = parse_publish(flags, body)
+                self.assertTrue(flags & 0x08, "a re-sent QoS 2 PUBLISH must carry DUP")
+                resent.append((payload, mid))
+        self.assertEqual(released, {mid for _, mid in sent[:2]})
+        self.assertEqual(sorted(resent), sorted(sent[2:]),
+                         "not re-sent with the packet ids the client holds")
+        # Completing them works, and nothing else comes (the PUBREC'd two are not re-sent).
+        for _, mid in sent[:2]:
+            raw.send(packet(PUBCOMP, 0, struct.pack("!H", mid)))
+        for _, mid in resent:
+            raw.send(packet(PUBREC, 0, struct.pack("!H", mid)))
+            self.expect(raw, PUBREL)
+            raw.send(packet(PUBCOMP, 0, struct.pack("!H", mid)))
+        pub = self.connected(client_id="q2-pub-2", version=4)
+        pub.publish("q2/x", b"after", qos=2)
+        flags, body = self.expect(raw, PUBLISH)
+        self.assertEqual(parse_publish(flags, body)[1], b"after")
+
+
 class RetentionCases:
     # 1 MiB segments, keep 2 MiB per shard: a few MiB of messages make retention delete.
     broker_options = {"store.segment_bytes": "1048576", "store.retention.bytes": "2097152",
@@ -215,6 +279,7 @@ class RetentionCases:
 if not is_mosquitto():
     per_shard_count(DurableCases, globals())
     per_shard_count(RetentionCases, globals())
+    per_shard_count(OutboundQos2Cases, globals())
 
 if __name__ == "__main__":
     unittest.main()
