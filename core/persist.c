@@ -163,15 +163,13 @@ static uint32_t queues_of(const struct persist *p, struct slice topic, uint64_t 
     return c.count;
 }
 
+/* Room for one more pending record with `qids` queue ids. Both FIFOs slide back to the
+ * start when at most half full (so a slide moves at most as many entries as were consumed
+ * since the last one) and grow otherwise. */
 static bool pending_reserve(struct persist *p, uint32_t qids)
 {
-    if (p->pending_head > 0 && p->pending_head == p->pending_len + p->pending_head &&
-        p->pending_len == 0) {
-        p->pending_head = 0;
-        p->qids_head = 0;
-    }
     if (p->pending_head + p->pending_len == p->pending_cap) {
-        if (p->pending_head > 0) {
+        if (p->pending_head > 0 && p->pending_len <= p->pending_cap / 2) {
             memmove(p->pending, p->pending + p->pending_head, p->pending_len * sizeof(*p->pending));
             p->pending_head = 0;
         } else {
@@ -184,13 +182,13 @@ static bool pending_reserve(struct persist *p, uint32_t qids)
         }
     }
     if (p->qids_head + p->qids_len + qids > p->qids_cap) {
-        if (p->qids_head > 0) {
+        if (p->qids_head > 0 && p->qids_len + qids <= p->qids_cap / 2) {
             memmove(p->pending_qids, p->pending_qids + p->qids_head,
                     p->qids_len * sizeof(*p->pending_qids));
             p->qids_head = 0;
         }
-        if (p->qids_len + qids > p->qids_cap) {
-            uint32_t cap = MAX(p->qids_cap * 2, p->qids_len + qids + 1024);
+        if (p->qids_head + p->qids_len + qids > p->qids_cap) {
+            uint32_t cap = MAX(p->qids_cap * 2, p->qids_head + p->qids_len + qids + 1024);
             uint64_t *n = realloc(p->pending_qids, cap * sizeof(*n));
             if (n == NULL)
                 return false;

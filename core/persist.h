@@ -39,9 +39,9 @@
  *
  * Retention (store/retention.h). Whole segments go, oldest first, by store.retention.bytes
  * and .hours. Before a segment goes, what a restart needs from it is written again: once per
- * segment of log growth every persistent session's STATE and CURSOR and every retained
- * message this shard published are appended anew (a snapshot), and segments are deleted only
- * below the start of the newest snapshot that is durable. The index's GC watermark follows.
+ * segment of log growth every persistent session's STATE, CURSOR and QoS 2 window, and every
+ * retained message this shard published, are appended anew (a snapshot), and segments are
+ * deleted only below the start of the newest snapshot that is durable. The index's GC watermark follows.
  * Pending inbound QoS 2 ids older than a snapshot are not carried over (documented).
  *
  * Catch-up. The home shard sends the origin a request (positions, the queue ids of the

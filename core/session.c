@@ -874,13 +874,33 @@ void session_journal_cursors(struct shard *s)
                 (void)persist_journal_cursor(s, e); /* Counted and logged on failure. */
 }
 
+/* Journals the outbound QoS 2 deliveries in the window again (a snapshot). */
+static bool journal_window(struct shard *s, struct session *sess)
+{
+    for (uint32_t i = 0; i < sess->inflight_len; i++) {
+        const struct session_out *e = &sess->inflight[(sess->inflight_head + i) %
+                                                      sess->inflight_cap];
+        if (e->qos != 2 || (e->msg == NULL && !e->pubrec_received) ||
+            (e->msg != NULL && !e->tracked))
+            continue;
+        uint16_t origin = e->msg != NULL ? e->msg->origin_shard : e->origin;
+        uint64_t log_off = e->msg != NULL ? e->msg->log_off : e->log_off;
+        if (persist_journal_out(s, sess, e->packet_id,
+                                e->pubrec_received ? JOURNAL_OUT_PUBREC : JOURNAL_OUT_SENT,
+                                origin, log_off) == 0)
+            return false;
+    }
+    return true;
+}
+
 bool session_journal_all(struct shard *s)
 {
     struct session_table *t = s->sessions;
     for (uint32_t i = 0; i <= t->mask; i++)
         for (struct session *e = t->buckets[i]; e != NULL; e = e->hash_next)
             if (e->journaled &&
-                (persist_journal_state(s, e) == 0 || persist_journal_cursor(s, e) == 0))
+                (persist_journal_state(s, e) == 0 || persist_journal_cursor(s, e) == 0 ||
+                 !journal_window(s, e)))
                 return false;
     return true;
 }

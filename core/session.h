@@ -196,8 +196,9 @@ void session_catchup_poll(struct shard *s, struct session *sess);
 
 /* Journals the positions of every persistent session whose positions moved. */
 void session_journal_cursors(struct shard *s);
-/* Journals STATE and CURSOR of every persistent session again (a snapshot, so retention may
- * delete the segments that held their older records). Returns false if the log refused one. */
+/* Journals STATE, CURSOR and the outbound QoS 2 window of every persistent session again (a
+ * snapshot, so retention may delete the segments that held their older records). Returns
+ * false if the log refused one. */
 bool session_journal_all(struct shard *s);
 
 struct recovery_session;
