@@ -44,16 +44,7 @@
  * deleted only below the start of the newest snapshot that is durable. The index's GC watermark follows.
  * Pending inbound QoS 2 ids older than a snapshot are not carried over (documented).
  *
- * Catch-up. The home shard sends the origin a request (positions, the queue ids of the
- * session's filters, resume hints); the origin reads its index (consumeq_seek_log, then
- * consumeq_read), merges the queues in log order, reads the records (logread), and answers with
- * up to PERSIST_CATCHUP_RECORDS messages and either where to continue or that it reached the end
- * of its index, E. At the end the session sets both positions to at least E and goes LIVE:
- * every QoS 1/2 record below E was routed before the answer (so it was ignored and is in the
- * answer), every one above is routed after it (live). QoS 0 messages from an origin where the
- * session is not LIVE are not delivered to it (at most once; counted as dropped QoS 0).
- * Records below the origin's retention watermark are gone: the session resumes at the watermark
- * and the loss is logged for the client. Requests to the own shard are answered in the loop.
+ * Catch-up of sessions from the index and the log: core/catchup.h.
  */
 #ifndef KEELMQ_CORE_PERSIST_H
 #define KEELMQ_CORE_PERSIST_H
@@ -67,9 +58,6 @@ struct consumeq;
 struct logread;
 struct subtree;
 
-#define PERSIST_CATCHUP_RECORDS 256u       /* records per catch-up answer */
-#define PERSIST_CATCHUP_BYTES (4u << 20)   /* bytes of records per answer (at least one) */
-#define PERSIST_QUEUES_MAX 1024u           /* queues one session reads (its subscriptions) */
 #define PERSIST_CURSOR_MS 200u             /* a dirty session's positions are journaled this often */
 #define PERSIST_INDEX_FLUSH_MS 1000u       /* the index's write buffer goes to disk this often */
 
@@ -99,35 +87,6 @@ struct persist_filter_note {
     int32_t delta;           /* +1 or -1 */
     uint16_t filter_len;
     char filter[];
-};
-
-/* A catch-up request: the home shard's memory, read by the origin, freed by the home when the
- * answer comes. */
-struct catchup_req {
-    uint16_t home;
-    uint16_t origin;
-    uint32_t queue_count;
-    uint64_t serial;         /* the session's, to spot a session that ended meanwhile */
-    uint64_t since_ns;       /* records older than this are not the session's */
-    uint64_t pos0;
-    uint64_t pos1;
-    uint16_t client_id_len;
-    char *client_id;         /* in this allocation */
-    uint64_t *queue_ids;     /* in this allocation */
-    uint64_t *hints;         /* queue offsets to resume at, CONSUMEQ_OFF_NONE = seek */
-};
-
-/* A catch-up answer: the origin's memory (one block with its hints and message slots; the
- * messages are references), returned to it with NOTE_CATCHUP_RELEASE once the home has taken
- * what it keeps. */
-struct catchup_resp {
-    struct catchup_req *req;
-    uint32_t count;
-    bool at_end;             /* nothing more in the index: `next_off` is its end, E */
-    uint64_t next_off;       /* read on from here (not at end) */
-    uint64_t gc_off;         /* the origin's retention watermark */
-    uint64_t *hints;         /* queue_count resume hints */
-    struct msg **msgs;       /* count messages, origin-owned, in log order */
 };
 
 /* One record waiting to be indexed. */
@@ -168,7 +127,7 @@ struct persist {
     uint32_t qids_cap;
     uint64_t indexed_off;             /* everything below is indexed (or not a message) */
     uint64_t gc_off;                  /* the oldest offset still in the log (retention) */
-    /* Requests to this very shard, answered in the loop. */
+    /* Catch-up requests to this very shard, answered in the loop (core/catchup.c). */
     struct catchup_req **local;
     uint32_t local_len;
     uint32_t local_cap;
@@ -205,8 +164,6 @@ void persist_close(struct shard *s);
 void persist_on_append(struct shard *s, const struct msg *m);
 /* The log became visible further: indexes what it covers. */
 void persist_on_visible(struct shard *s);
-/* Once per loop iteration: answers local catch-up requests. Returns work done. */
-uint32_t persist_poll(struct shard *s);
 /* On the shard's tick: journals dirty session positions, flushes and compacts the index. */
 void persist_tick(struct shard *s);
 
@@ -226,14 +183,6 @@ uint64_t persist_journal_rel(struct shard *s, struct session *sess, uint16_t pac
  * of shard `origin`. */
 uint64_t persist_journal_out(struct shard *s, struct session *sess, uint16_t packet_id,
                              uint8_t state, uint16_t origin, uint64_t log_off);
-
-/* Catch-up. `start` asks `origin` for the next records of `sess` (state READING). */
-void persist_catchup_start(struct shard *s, struct session *sess, uint16_t origin);
-void persist_on_catchup_req(struct shard *s, struct catchup_req *req);
-void persist_on_catchup_resp(struct shard *s, struct catchup_resp *resp);
-void persist_catchup_release(struct shard *s, struct catchup_resp *resp);
-/* The origin could not answer (out of memory) and gave the request back. */
-void persist_on_catchup_failed(struct shard *s, struct catchup_req *req);
 
 /* A serial number for a new session (unique per shard and run). */
 static inline uint64_t persist_next_serial(struct persist *p) { return ++p->serial_counter; }

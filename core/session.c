@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/conn.h"
+#include "core/catchup.h"
 #include "core/dispatch.h"
 #include "core/hash.h"
 #include "core/log.h"
@@ -511,7 +512,7 @@ void session_catchup_poll(struct shard *s, struct session *sess)
         return;
     for (uint16_t i = 0; i < s->count; i++)
         if (sess->origins[i].mode == ORIGIN_BEHIND)
-            persist_catchup_start(s, sess, i);
+            catchup_start(s, sess, i);
 }
 
 /* Puts `m` in the queue (QoS 0 too, for log reads) as `spec` says (its msg is ignored; a

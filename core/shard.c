@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/catchup.h"
 #include "core/dispatch.h"
 #include "core/recovery.h"
 #include "core/hash.h"
@@ -183,16 +184,16 @@ static void consume_other(struct shard *s, const struct note *note)
         persist_on_filter_note(s, note->ptr);
         break;
     case NOTE_CATCHUP_REQ:
-        persist_on_catchup_req(s, note->ptr);
+        catchup_on_req(s, note->ptr);
         break;
     case NOTE_CATCHUP_RESP:
-        persist_on_catchup_resp(s, note->ptr);
+        catchup_on_resp(s, note->ptr);
         break;
     case NOTE_CATCHUP_RELEASE:
-        persist_catchup_release(s, note->ptr);
+        catchup_release(s, note->ptr);
         break;
     case NOTE_CATCHUP_FAILED:
-        persist_on_catchup_failed(s, note->ptr);
+        catchup_on_failed(s, note->ptr);
         break;
     default:
         ASSERT(false);
@@ -523,7 +524,7 @@ static void shard_loop(struct shard *s)
         s->now_ms = base_now_ms();
         uint32_t work = reap_completions(s);
         work += exchange_notes(s);
-        work += persist_poll(s);
+        work += catchup_poll(s);
         release_held(s);
         conn_flush_all(s);
         commitlog_flush(&s->log, &s->ring, s->now_ms);
