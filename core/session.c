@@ -465,6 +465,7 @@ static bool send_from_queue(struct shard *s, struct session *sess)
             dispatch_wait_pump(s, sess->conn, end)) {
             e.unsent = true;
             e.journal_end = end;
+            sess->unsent_count++;
         }
     }
     if (!e.unsent &&
@@ -479,7 +480,7 @@ static bool send_from_queue(struct shard *s, struct session *sess)
 /* Sends the window's held QoS 2 messages whose journal record is durable now, in order. */
 static void send_unsent(struct shard *s, struct session *sess)
 {
-    for (uint32_t i = 0; i < sess->inflight_len; i++) {
+    for (uint32_t i = 0; sess->unsent_count > 0 && i < sess->inflight_len; i++) {
         struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
                                         i);
         if (!e->unsent)
@@ -490,6 +491,7 @@ static void send_unsent(struct shard *s, struct session *sess)
                                    e->packet_id, e->sub_id))
             return;
         e->unsent = false;
+        sess->unsent_count--;
     }
 }
 

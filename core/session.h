@@ -98,6 +98,7 @@ struct session {
     uint32_t queue_head;
     uint32_t queue_len;
     uint32_t queue_cap;
+    uint32_t unsent_count;   /* window entries held until their journal record is durable */
     struct session_out_restored *restored; /* after a restart, until read again */
     uint32_t restored_len;
     /* Inbound QoS 2 packet ids received and not yet released. */

@@ -196,13 +196,6 @@ bool consumeq_entry_keep(struct consumeq *q, const struct consumeq_entry *e)
 
 /* ---- flush: the write buffer becomes a run ---- */
 
-static int entry_cmp(const void *a, const void *b)
-{
-    const struct consumeq_entry *x = a;
-    const struct consumeq_entry *y = b;
-    return consumeq_run_key_cmp(x->queue_id, x->queue_off, y->queue_id, y->queue_off);
-}
-
 static int id_cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a;
@@ -210,27 +203,27 @@ static int id_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Rebuilds the per-queue chains of the (sorted) write buffer after a failed flush. */
-static void mem_relink(struct consumeq *q)
-{
-    for (uint32_t i = 0; i < q->dirty_count; i++)
-        consumeq_slot_find(q, q->dirty_ids[i])->mem_newest = CONSUMEQ_MEM_NONE;
-    for (uint32_t i = 0; i < q->mem_count; i++) {
-        struct consumeq_slot *s = consumeq_slot_find(q, q->mem[i].queue_id);
-        ASSERT(s != NULL && (s->flags & CONSUMEQ_SLOT_DIRTY));
-        q->mem_older[i] = s->mem_newest;
-        s->mem_newest = i;
-    }
-}
-
+/* Writes the buffer's entries in run key order without sorting them: the dirty queue ids are
+ * sorted (every queue with entries in the buffer is dirty), and each queue's chain, newest to
+ * oldest, is walked and written backwards (its offsets grow in append order). O(entries +
+ * queues log queues) instead of a sort of every entry, which stalled the shard for about
+ * 10 ms per flush at 131072 entries. */
 static int flush_write(struct consumeq *q, struct consumeq_run_writer *w)
 {
-    for (uint32_t i = 0; i < q->mem_count; i++) {
-        if (!consumeq_entry_keep(q, &q->mem[i]))
-            continue;
-        int rc = consumeq_run_writer_entry(w, &q->mem[i]);
-        if (rc != 0)
-            return rc;
+    for (uint32_t i = 0; i < q->dirty_count; i++) {
+        const struct consumeq_slot *s = consumeq_slot_find(q, q->dirty_ids[i]);
+        ASSERT(s != NULL);
+        uint32_t n = 0;
+        for (uint32_t k = s->mem_newest; k != CONSUMEQ_MEM_NONE; k = q->mem_older[k])
+            q->mem_order[n++] = k;
+        while (n > 0) {
+            const struct consumeq_entry *e = &q->mem[q->mem_order[--n]];
+            if (!consumeq_entry_keep(q, e))
+                continue;
+            int rc = consumeq_run_writer_entry(w, e);
+            if (rc != 0)
+                return rc;
+        }
     }
     for (uint32_t i = 0; i < q->dirty_count; i++) {
         const struct consumeq_slot *s = consumeq_slot_find(q, q->dirty_ids[i]);
@@ -251,7 +244,6 @@ static int flush_raw(struct consumeq *q, uint64_t covered_off)
     ASSERT(covered_off >= q->appended_end_off);
     uint64_t dropped_gc = q->entries_dropped_gc;
     uint64_t dropped_queue = q->entries_dropped_queue;
-    qsort(q->mem, q->mem_count, sizeof(*q->mem), entry_cmp);
     qsort(q->dirty_ids, q->dirty_count, sizeof(*q->dirty_ids), id_cmp);
 
     struct consumeq_run_meta meta = { q->next_seq, q->next_seq, covered_off, q->gc_off };
@@ -266,8 +258,7 @@ static int flush_raw(struct consumeq *q, uint64_t covered_off)
     }
     if (rc != 0) {
         q->entries_dropped_gc = dropped_gc;   /* nothing was dropped after all */
-        q->entries_dropped_queue = dropped_queue;
-        mem_relink(q);
+        q->entries_dropped_queue = dropped_queue; /* The buffer and its chains are untouched. */
         consumeq_report(q, "consumeq: flush of run %llu failed: %s",
                         (unsigned long long)q->next_seq, strerror(-rc));
         return rc;
@@ -693,13 +684,15 @@ static struct consumeq *open_alloc(const struct consumeq_config *cfg)
     q->slots = calloc(q->slot_cap, sizeof(*q->slots));
     q->mem = malloc((size_t)q->mem_cap * sizeof(*q->mem));
     q->mem_older = malloc((size_t)q->mem_cap * sizeof(*q->mem_older));
+    q->mem_order = malloc((size_t)q->mem_cap * sizeof(*q->mem_order));
     q->dirty_ids = malloc((size_t)q->mem_cap * sizeof(*q->dirty_ids));
     q->io_buf = aligned_alloc(CONSUMEQ_RUN_BLOCK_LEN,
                               (size_t)CONSUMEQ_RUN_IO_BLOCKS * CONSUMEQ_RUN_BLOCK_LEN);
     q->cursor_bufs = aligned_alloc(CONSUMEQ_RUN_BLOCK_LEN,
                                    (size_t)CONSUMEQ_RUN_MAX * CONSUMEQ_RUN_BLOCK_LEN);
     q->read_block = aligned_alloc(CONSUMEQ_RUN_BLOCK_LEN, CONSUMEQ_RUN_BLOCK_LEN);
-    if (q->slots == NULL || q->mem == NULL || q->mem_older == NULL || q->dirty_ids == NULL ||
+    if (q->slots == NULL || q->mem == NULL || q->mem_older == NULL || q->mem_order == NULL ||
+        q->dirty_ids == NULL ||
         q->io_buf == NULL || q->cursor_bufs == NULL || q->read_block == NULL) {
         consumeq_close(q);
         return NULL;
@@ -884,6 +877,7 @@ void consumeq_close(struct consumeq *q)
     free(q->slots);
     free(q->mem);
     free(q->mem_older);
+    free(q->mem_order);
     free(q->dirty_ids);
     free(q->io_buf);
     free(q->cursor_bufs);
@@ -929,7 +923,7 @@ void consumeq_stats(const struct consumeq *q, struct consumeq_stats *out)
     out->run_count = q->run_count;
     out->memory_bytes = sizeof(*q) + (uint64_t)q->slot_cap * sizeof(struct consumeq_slot) +
                         (uint64_t)q->mem_cap * (sizeof(*q->mem) + sizeof(*q->mem_older) +
-                                                sizeof(*q->dirty_ids)) +
+                                                sizeof(*q->mem_order) + sizeof(*q->dirty_ids)) +
                         (uint64_t)(CONSUMEQ_RUN_IO_BLOCKS + CONSUMEQ_RUN_MAX + 1) *
                             CONSUMEQ_RUN_BLOCK_LEN;
     for (uint32_t i = 0; i < q->run_count; i++) {

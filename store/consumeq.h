@@ -61,8 +61,8 @@
  * gets matters to no one; a crash and replay reproduce it exactly, a rebuild may not.)
  *
  * Memory. Allocated at open: the write buffer (flush_entries + CONSUMEQ_RECORD_QUEUES_MAX
- * entries of 44 bytes with their chain links, plus 8 bytes each for the changed-queue list)
- * and 97 blocks of I/O buffers (388 KiB). The queue table starts at 1024 slots and doubles
+ * entries of 48 bytes with their chain link and flush scratch, plus 8 bytes each for the
+ * changed-queue list) and 97 blocks of I/O buffers (388 KiB). The queue table starts at 1024 slots and doubles
  * (under 3/4 load) up to what queue_max needs; fences grow with the runs (0.16 B an entry).
  *
  * Durability and recovery. Nothing is durable until a run is written: consumeq_flush (called
@@ -99,7 +99,7 @@
 #include "core/base.h"
 
 /* Limits (STYLE 7). Config values are checked against them in consumeq_open. */
-#define CONSUMEQ_FLUSH_ENTRIES_DEFAULT 131072u  /* write buffer: 5.6 MiB at 44 B an entry */
+#define CONSUMEQ_FLUSH_ENTRIES_DEFAULT 131072u  /* write buffer: 6.2 MiB at 48 B an entry */
 #define CONSUMEQ_FLUSH_ENTRIES_MIN 16u
 #define CONSUMEQ_FLUSH_ENTRIES_MAX (1u << 22)
 #define CONSUMEQ_QUEUE_MAX_DEFAULT (1u << 23)   /* queues (tombstones included) per shard */

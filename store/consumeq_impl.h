@@ -44,6 +44,7 @@ struct consumeq {
     /* Write buffer in append order; mem_older chains each queue's entries newest first. */
     struct consumeq_entry *mem;
     uint32_t *mem_older;
+    uint32_t *mem_order;        /* flush scratch: one queue's chain, newest first */
     uint32_t mem_count;
     uint32_t mem_cap;           /* flush_entries + CONSUMEQ_RECORD_QUEUES_MAX */
     uint64_t *dirty_ids;
