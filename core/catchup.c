@@ -48,9 +48,8 @@ void catchup_start(struct shard *s, struct session *sess, uint16_t origin)
     req->client_id_len = sess->client_id_len;
     memcpy(req->client_id, sess->client_id, sess->client_id_len + 1u);
     for (uint32_t i = 0; i < n; i++) {
-        struct slice f = { (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len };
-        bool wild = memchr(f.ptr, '+', f.len) != NULL || memchr(f.ptr, '#', f.len) != NULL;
-        req->queue_ids[i] = consumeq_queue_id(wild ? CONSUMEQ_KIND_FILTER : CONSUMEQ_KIND_TOPIC, f);
+        req->queue_ids[i] = persist_filter_queue(
+            (struct slice){ (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len });
         req->hints[i] = hint_for(o, req->queue_ids[i]);
     }
     o->mode = ORIGIN_READING;

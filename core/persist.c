@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/catchup.h"
+#include "core/codec_props.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/recovery.h"
@@ -103,8 +104,16 @@ static void registry_apply(struct shard *s, struct slice filter, int32_t delta)
     }
 }
 
+uint64_t persist_filter_queue(struct slice filter)
+{
+    return codec_has_wildcard(filter) ? consumeq_queue_id(CONSUMEQ_KIND_FILTER, filter)
+                                      : consumeq_queue_id(CONSUMEQ_KIND_TOPIC, filter);
+}
+
 void persist_filter_hold(struct shard *s, struct slice filter, int32_t delta)
 {
+    if (!codec_has_wildcard(filter))
+        return; /* An exact filter reads its topic's queue, which always exists. */
     registry_apply(s, filter, delta);
     if (s->count == 1)
         return;
@@ -313,11 +322,8 @@ static void register_restored_filters(struct shard *s)
         uint32_t pos = 0;
         struct journal_sub sub;
         while (journal_sub_next(&e, &pos, &sub))
-            for (uint32_t j = 0; j < sub.filter.len; j++)
-                if (sub.filter.ptr[j] == '+' || sub.filter.ptr[j] == '#') {
-                    registry_apply(s, sub.filter, +1);
-                    break;
-                }
+            if (codec_has_wildcard(sub.filter))
+                registry_apply(s, sub.filter, +1);
     }
 }
 
@@ -437,8 +443,10 @@ void persist_close(struct shard *s)
 static uint64_t journal_append(struct shard *s, struct session *sess,
                                const struct journal_entry *e)
 {
+    /* Most bodies (CURSOR, END, REL, OUT, small STATEs) fit on the stack; the log copies them. */
+    uint8_t small[512];
     uint32_t len = journal_body_len(e);
-    uint8_t *body = malloc(len);
+    uint8_t *body = len <= sizeof(small) ? small : malloc(len);
     if (body == NULL) {
         s->persist.stats.journal_full++;
         LOG_ERROR("persist", "journal_oom client=%s kind=%u", sess->client_id, e->kind);
@@ -447,7 +455,8 @@ static uint64_t journal_append(struct shard *s, struct session *sess,
     uint32_t n = journal_encode(e, body);
     ASSERT(n == len);
     int64_t off = commitlog_append_typed(&s->log, RECORD_SESSION, (struct slice){ body, len });
-    free(body);
+    if (body != small)
+        free(body);
     if (off < 0) {
         s->persist.stats.journal_full++;
         LOG_ERROR("persist", "journal_append_failed client=%s kind=%u err=%d", sess->client_id,

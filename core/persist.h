@@ -167,8 +167,11 @@ void persist_on_visible(struct shard *s);
 /* On the shard's tick: journals dirty session positions, flushes and compacts the index. */
 void persist_tick(struct shard *s);
 
-/* Registry: `delta` holders for `filter` (a valid wildcard filter), on every shard. */
+/* Registry: `delta` holders for `filter` (a valid filter; one without wildcards needs no
+ * registration and is ignored), on every shard. */
 void persist_filter_hold(struct shard *s, struct slice filter, int32_t delta);
+/* The queue a subscription with `filter` reads: its wildcard filter's, or its topic's. */
+uint64_t persist_filter_queue(struct slice filter);
 void persist_on_filter_note(struct shard *s, const struct persist_filter_note *n);
 /* Reclaim of a NOTE_FILTER the sender posted. */
 void persist_filter_note_release(struct persist_filter_note *n);

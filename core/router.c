@@ -126,7 +126,7 @@ int64_t router_append(struct shard *s, struct msg *m, uint16_t packet_id)
     if (off < 0)
         return off;
     m->log_off = (uint64_t)off;
-    m->log_len = record_message_len(&r);
+    m->log_len = (uint32_t)(s->log.append_off - (uint64_t)off); /* the record just appended */
     persist_on_append(s, m);
     return off + m->log_len;
 }

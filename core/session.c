@@ -131,28 +131,19 @@ static void free_origins(const struct shard *s, struct session *sess)
     sess->origins = NULL;
 }
 
-static bool filter_is_wildcard(struct slice f)
-{
-    for (uint32_t i = 0; i < f.len; i++)
-        if (f.ptr[i] == '+' || f.ptr[i] == '#')
-            return true;
-    return false;
-}
-
-/* Adds (+1) or removes (-1) every wildcard filter of `sess` in the registry. */
+/* Adds (+1) or removes (-1) every filter of `sess` in the registry. */
 static void hold_filters(struct shard *s, struct session *sess, int32_t delta)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
-        struct slice f = { (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len };
-        if (filter_is_wildcard(f))
-            persist_filter_hold(s, f, delta);
-    }
+    for (uint32_t i = 0; i < sess->sub_count; i++)
+        persist_filter_hold(s, (struct slice){ (const uint8_t *)sess->subs[i].filter,
+                                               sess->subs[i].filter_len },
+                            delta);
 }
 
 void session_filter_changed(struct shard *s, struct session *sess, struct slice filter,
                             int32_t delta)
 {
-    if (sess->filters_held && filter_is_wildcard(filter))
+    if (sess->origins != NULL) /* Its filters are in the registry exactly while it has these. */
         persist_filter_hold(s, filter, delta);
 }
 
@@ -166,10 +157,7 @@ void session_set_persistent(struct shard *s, struct session *sess, bool persiste
                           sess->client_id);
                 return;
             }
-        }
-        if (!sess->filters_held) {
             hold_filters(s, sess, +1);
-            sess->filters_held = true;
         }
         if (persist_journal_state(s, sess) != 0)
             sess->journaled = true;
@@ -179,10 +167,8 @@ void session_set_persistent(struct shard *s, struct session *sess, bool persiste
         (void)persist_journal_end(s, sess); /* Counted and logged by persist on failure. */
         sess->journaled = false;
     }
-    if (sess->filters_held) {
+    if (sess->origins != NULL)
         hold_filters(s, sess, -1);
-        sess->filters_held = false;
-    }
     free_origins(s, sess);
 }
 
@@ -968,7 +954,7 @@ int session_adopt(struct shard *s, const struct recovery_session *rs)
     sess->since_ns = st.since_ns;
     sess->persistent = true;
     sess->journaled = true;
-    sess->filters_held = true; /* persist_open registered every restored session's filters. */
+    /* Its filters are in the registry already: persist_open registered every restored one. */
     sess->origins = calloc(s->count, sizeof(*sess->origins));
     if (sess->origins == NULL || adopt_subs(s, sess, &st) != 0) {
         session_destroy_raw(s, sess);

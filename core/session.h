@@ -72,10 +72,10 @@ struct session {
     struct conn *conn;       /* NULL while offline */
     uint64_t serial;         /* unique per shard and run (catch-up answers check it) */
     uint64_t since_ns;       /* wall time it started: catch-up skips older records */
-    struct session_origin *origins; /* persistent: one per shard; NULL otherwise */
+    struct session_origin *origins; /* persistent: one per shard; NULL otherwise (and its
+                                     * wildcard filters are in the registry while non-NULL) */
     bool journaled;          /* its STATE is in the log: its end must be journaled too */
     bool cursor_dirty;       /* positions moved since the last CURSOR record */
-    bool filters_held;       /* its wildcard filters are counted in the registry */
     uint8_t version;
     bool persistent;
     uint32_t expiry_s;       /* v5 session expiry interval; UINT32_MAX = never */

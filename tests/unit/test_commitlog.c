@@ -13,6 +13,7 @@
 #include "io/uring.h"
 #include "store/commitlog.h"
 #include "store/segment.h"
+#include "tests/helpers/store_dir.h"
 
 static char dir[256];
 static struct io_uring ring;
@@ -20,9 +21,7 @@ static struct config cfg;
 
 static void setup(void)
 {
-    mkdir("build", 0755);
-    snprintf(dir, sizeof(dir), "build/test-commitlog-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    store_dir_create(dir, sizeof(dir), "commitlog");
     cr_assert_eq(io_uring_queue_init(64, &ring, 0), 0);
     config_defaults(&cfg);
     cfg.store_segment_bytes = 1u << 20; /* small: rolls happen */
@@ -32,9 +31,7 @@ static void setup(void)
 static void teardown(void)
 {
     io_uring_queue_exit(&ring);
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(store_dir_remove(dir), 0);
 }
 
 /* Submits what the log queued and handles completions until it is idle. */

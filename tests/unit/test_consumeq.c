@@ -4,8 +4,8 @@
  * checkpoint + replay after a simulated crash, and damaged run files (leftover temp file,
  * truncation, flipped bytes, missing run).
  *
- * Every test works in its own mkdtemp directory under /tmp (ext4 here, PLATFORM.md), removed
- * in .fini. A "log" is simulated: record i lives at log offset i * LOG_STRIDE.
+ * Every test works in its own directory from tests/helpers/store_dir.h (the ext4 disk),
+ * removed in .fini. A "log" is simulated: record i lives at log offset i * LOG_STRIDE.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "store/consumeq.h"
+#include "tests/helpers/store_dir.h"
 
 #define LOG_STRIDE 128u
 #define RECORD_LEN 100u
@@ -49,23 +50,11 @@ static bool report_contains(const char *needle)
 
 static void dir_setup(void)
 {
-    snprintf(test_dir, sizeof(test_dir), "/tmp/consumeq-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(test_dir));
+    store_dir_create(test_dir, sizeof(test_dir), "consumeq");
     report_count = 0;
 }
 
-static void dir_teardown(void)
-{
-    DIR *d = opendir(test_dir);
-    if (d == NULL)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.')
-            (void)unlinkat(dirfd(d), de->d_name, 0);
-    (void)closedir(d);
-    (void)rmdir(test_dir);
-}
+static void dir_teardown(void) { (void)store_dir_remove(test_dir); /* best effort */ }
 
 TestSuite(consumeq, .init = dir_setup, .fini = dir_teardown, .timeout = 120);
 

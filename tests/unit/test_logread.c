@@ -6,8 +6,8 @@
  * cache's limit; the pread count per record.
  *
  * Logs are built directly with store/segment.h (preallocated files) and the record encoders,
- * written with pwrite on an ordinary descriptor. Every test works in its own mkdtemp directory
- * under build/scratch (the ext4 disk), removed in .fini. Single-threaded.
+ * written with pwrite on an ordinary descriptor. Every test works in its own directory from
+ * tests/helpers/store_dir.h (the ext4 disk), removed in .fini. Single-threaded.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -22,6 +22,7 @@
 #include "store/logread.h"
 #include "store/record.h"
 #include "store/segment.h"
+#include "tests/helpers/store_dir.h"
 
 #define SEG_SIZE (64u * 1024u)
 #define RECS_MAX 4096u
@@ -62,10 +63,7 @@ static uint8_t payload_buf[REC_BUF_LEN];
 
 static void dir_setup(void)
 {
-    (void)mkdir("build", 0755);          /* may exist */
-    (void)mkdir("build/scratch", 0755);  /* may exist */
-    snprintf(test_root, sizeof(test_root), "build/scratch/logread-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(test_root));
+    store_dir_create(test_root, sizeof(test_root), "logread");
     snprintf(test_dir, sizeof(test_dir), "%s/shard-0", test_root);
     cr_assert_eq(segment_dir_ensure(test_dir), 0);
     memset(&g_log, 0, sizeof(g_log));
@@ -77,16 +75,7 @@ static void dir_teardown(void)
     if (g_log.fd >= 0)
         (void)close(g_log.fd);
     g_log.fd = -1;
-    DIR *d = opendir(test_dir);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL)
-            if (de->d_name[0] != '.')
-                (void)unlinkat(dirfd(d), de->d_name, 0);
-        (void)closedir(d);
-    }
-    (void)rmdir(test_dir);
-    (void)rmdir(test_root);
+    (void)store_dir_remove(test_root); /* best effort */
 }
 
 TestSuite(logread, .init = dir_setup, .fini = dir_teardown, .timeout = 60);

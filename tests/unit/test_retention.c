@@ -4,28 +4,25 @@
  * removed, survivors, the returned watermark, ages set with futimens, an empty directory, a
  * directory holding only the active segment, foreign files).
  *
- * Directories are made with mkdtemp under build/scratch/ (relative to the repository root,
- * where the tests run; it is git-ignored and on the real disk, not tmpfs) and removed in
- * .fini. Single-threaded; no sleeps: ages come from explicit mtimes and an explicit now.
+ * Directories come from tests/helpers/store_dir.h (build/scratch/, on the real disk, not
+ * tmpfs) and are removed in .fini. Single-threaded; no sleeps: ages come from explicit mtimes and an explicit now.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "store/retention.h"
 #include "store/segment.h"
+#include "tests/helpers/store_dir.h"
 
-#define TMPFS_MAGIC_NUMBER 0x01021994
 #define SEG_BYTES (UINT64_C(64) << 10) /* small segments: 64 KiB */
 #define NS_PER_HOUR (UINT64_C(3600) * 1000000000)
 #define NOW_NS (UINT64_C(1700000000) * 1000000000) /* a fixed wall time, late 2023 */
@@ -36,31 +33,12 @@ static char g_dir[512];  /* the shard's log directory inside it */
 
 static void tmp_setup(void)
 {
-    (void)mkdir("build", 0755);         /* may exist */
-    (void)mkdir("build/scratch", 0755); /* may exist */
-    struct statfs fs;
-    cr_assert_eq(statfs("build/scratch", &fs), 0, "statfs: %s", strerror(errno));
-    cr_assert_neq(fs.f_type, TMPFS_MAGIC_NUMBER, "store tests need a real disk, not tmpfs");
-    snprintf(g_root, sizeof(g_root), "build/scratch/keelmq-retention-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_root), "mkdtemp: %s", strerror(errno));
+    store_dir_create(g_root, sizeof(g_root), "retention");
     snprintf(g_dir, sizeof(g_dir), "%s/shard-0", g_root);
     cr_assert_eq(segment_dir_ensure(g_dir), 0);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void tmp_teardown(void)
-{
-    if (g_root[0] != '\0')
-        (void)nftw(g_root, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-    g_root[0] = '\0';
-}
+static void tmp_teardown(void) { (void)store_dir_remove(g_root); /* best effort */ }
 
 /* The pure tests touch no disk; the ones on real directories take DISK (a directory per test,
  * removed after it). One suite-level timeout: per-test timeouts leak under ASan. */

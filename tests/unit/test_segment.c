@@ -2,28 +2,26 @@
  * and O_DIRECT, the recovery scan over multi-segment logs, segment roll, a torn last batch cut
  * at every byte offset, mid-log corruption, huge lengths, empty logs, random damage.
  *
- * Every file lives under a mkdtemp directory on the ext4 disk (/tmp here, or build/ when /tmp
- * is tmpfs, which ignores O_DIRECT alignment), removed in .fini. The logs are written the way
+ * Every file lives under a directory from tests/helpers/store_dir.h (the ext4 disk, never
+ * tmpfs, which ignores O_DIRECT alignment), removed in .fini. The logs are written the way
  * the commit log writes them: 4 KiB-aligned batches through an O_DIRECT descriptor, each closed
  * with a PAD, segments rolled with a PAD to their end. Single-threaded.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "store/record.h"
 #include "store/segment.h"
+#include "tests/helpers/store_dir.h"
 
-#define TMPFS_MAGIC_NUMBER 0x01021994
 #define PATH_MAX_LEN 4096
 /* A check that costs nothing when it passes: criterion reports every passing cr_assert to the
  * runner, and the every-offset tests make millions of them. */
@@ -38,34 +36,12 @@ static char g_dir[512];  /* the log directory inside it */
 
 static void tmp_setup(void)
 {
-    const char *base = "/tmp";
-    struct statfs fs;
-    if (statfs(base, &fs) == -1 || fs.f_type == TMPFS_MAGIC_NUMBER) {
-        base = "build";
-        (void)mkdir(base, 0755); /* may exist */
-    }
-    cr_assert_eq(statfs(base, &fs), 0);
-    cr_assert_neq(fs.f_type, TMPFS_MAGIC_NUMBER, "store tests need a real disk, not tmpfs");
-    snprintf(g_root, sizeof(g_root), "%s/keelmq-segment-XXXXXX", base);
-    cr_assert_not_null(mkdtemp(g_root));
+    store_dir_create(g_root, sizeof(g_root), "segment");
     snprintf(g_dir, sizeof(g_dir), "%s/shard-0", g_root);
     cr_assert_eq(segment_dir_ensure(g_dir), 0);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void tmp_teardown(void)
-{
-    if (g_root[0] != '\0')
-        (void)nftw(g_root, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-    g_root[0] = '\0';
-}
+static void tmp_teardown(void) { (void)store_dir_remove(g_root); /* best effort */ }
 
 TestSuite(segment, .init = tmp_setup, .fini = tmp_teardown, .timeout = 240);
 
