@@ -18,6 +18,8 @@
 #define CACHE_LINE 128 /* two lines: the adjacent-line prefetcher pulls pairs (STYLE 8). */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+/* `x` rounded up to a multiple of `a`, a power of two. */
+#define ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
 
 /* Prints the failed condition with its location and aborts. Never returns. */
 __attribute__((noreturn, cold)) void base_assert_fail(const char *cond, const char *file,

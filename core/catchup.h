@@ -12,7 +12,15 @@
  * answer), every one above is routed after it (live). QoS 0 messages from an origin where the
  * session is not LIVE are not delivered to it (at most once; counted as dropped QoS 0).
  * Records below the origin's retention watermark are gone: the session resumes at the watermark
- * and the loss is logged for the client. Requests to the own shard are answered in the loop.
+ * and the loss is logged for the client.
+ *
+ * Reading on the origin never blocks its loop on the log: requests (from any shard, the own
+ * included) wait in a queue and are answered in the loop. A record the log's hot tail still
+ * holds (store.cache_bytes, store/tailcache.h) is taken from memory; the others are read with
+ * O_DIRECT through the origin's io_uring, records of one segment that lie close together
+ * sharing one read, and the answer goes out when its reads complete. At most
+ * CATCHUP_READ_BYTES_MAX bytes of reads are in flight per shard; further requests wait. (The
+ * index lookups themselves are still plain preads of index runs through the page cache.)
  */
 #ifndef KEELMQ_CORE_CATCHUP_H
 #define KEELMQ_CORE_CATCHUP_H
@@ -22,10 +30,14 @@
 struct shard;
 struct session;
 struct msg;
+struct catchup_read;
 
 #define CATCHUP_RECORDS 256u       /* records per catch-up answer */
 #define CATCHUP_BYTES (4u << 20)   /* bytes of records per answer (at least one) */
 #define CATCHUP_QUEUES_MAX 1024u   /* queues one session reads (its subscriptions) */
+#define CATCHUP_READ_MAX (1u << 20)       /* bytes of one O_DIRECT read */
+#define CATCHUP_READ_GAP (16u << 10)      /* unwanted bytes one read may span between records */
+#define CATCHUP_READ_BYTES_MAX (16u << 20) /* bytes of reads in flight per shard */
 
 /* A catch-up request: the home shard's memory, read by the origin, freed by the home when the
  * answer comes. */
@@ -58,7 +70,7 @@ struct catchup_resp {
 
 /* Home side: asks `origin` for the next records of `sess` (its state becomes READING). */
 void catchup_start(struct shard *s, struct session *sess, uint16_t origin);
-/* Origin side: answers a request (NOTE_CATCHUP_REQ or local). */
+/* Origin side: queues a request (NOTE_CATCHUP_REQ or local) for catchup_poll. */
 void catchup_on_req(struct shard *s, struct catchup_req *req);
 /* Home side: an answer (NOTE_CATCHUP_RESP or local): delivers, moves the positions. */
 void catchup_on_resp(struct shard *s, struct catchup_resp *resp);
@@ -66,7 +78,10 @@ void catchup_on_resp(struct shard *s, struct catchup_resp *resp);
 void catchup_release(struct shard *s, struct catchup_resp *resp);
 /* Home side: the origin could not answer (out of memory) and gave the request back. */
 void catchup_on_failed(struct shard *s, struct catchup_req *req);
-/* Once per loop iteration: answers requests to this shard itself. Returns work done. */
+/* Origin side: a read (URING_OP_STORE_READ) completed with `res`. */
+void catchup_on_read(struct shard *s, struct catchup_read *r, int res);
+/* Once per loop iteration: answers queued requests while the reads in flight allow. Returns
+ * the number answered or started. */
 uint32_t catchup_poll(struct shard *s);
 /* On the tick: remembers where the log stands now (struct persist_mark). */
 void catchup_take_mark(struct shard *s);

@@ -29,6 +29,7 @@
 #define CONFIG_STORE_BLOCK 4096u /* store/record.h RECORD_BLOCK: O_DIRECT write unit */
 /* store.retention.bytes: 1 PiB of log per shard, beyond any disk a shard writes to. */
 #define CONFIG_RETENTION_BYTES_MAX (UINT64_C(1) << 50)
+#define CONFIG_CACHE_BYTES_MAX (UINT64_C(1) << 36) /* 64 GiB per shard */
 /* store.retention.hours: 100 years; in nanoseconds (store/retention) it still fits in 62 bits. */
 #define CONFIG_RETENTION_HOURS_MAX 876000u
 STATIC_ASSERT((uint64_t)CONFIG_RETENTION_HOURS_MAX * 3600 * 1000000000 < UINT64_MAX / 4,
@@ -102,6 +103,9 @@ static const struct config_key config_keys[] = {
     KEY_NUMBER("store.retention.hours", CONFIG_U32, store_retention_hours, 0,
                CONFIG_RETENTION_HOURS_MAX, false, "168",
                "hours a commit log segment is kept after its last write; 0 = no time limit"),
+    KEY_NUMBER("store.cache_bytes", CONFIG_U64, store_cache_bytes, 0, CONFIG_CACHE_BYTES_MAX,
+               false, "16777216",
+               "newest commit log bytes kept in memory per shard for catch-up reads; 0 = none"),
     KEY_OTHER("store.log_qos0", CONFIG_BOOL, store_log_qos0, "true",
               "write QoS 0 messages to the commit log (retained ones are always written)"),
     KEY_NAMED("log.level", log_level, log_level_names, "info",

@@ -47,6 +47,7 @@ struct config {
     uint64_t store_retention_bytes;      /* store.retention.bytes, 10737418240 per shard; 0 = no
                                           * size limit, else at least 2 * store.segment_bytes */
     uint32_t store_retention_hours;      /* store.retention.hours, 168; 0 = no time limit */
+    uint64_t store_cache_bytes;          /* store.cache_bytes, 16777216 per shard; 0 = none */
     /* log.* */
     enum log_level log_level;            /* log.level, info: error|warn|info|debug */
     /* mqtt.* */

@@ -409,6 +409,16 @@ int persist_open(struct shard *s)
 void persist_close(struct shard *s)
 {
     struct persist *p = &s->persist;
+    if (p->stats.catchup_requests > 0 || p->stats.catchup_disk_reads > 0)
+        LOG_INFO("persist",
+                 "catchup_stats shard=%u requests=%llu records=%llu cache_hits=%llu "
+                 "disk_reads=%llu read_errors=%llu lost_below_watermark=%llu", s->id,
+                 (unsigned long long)p->stats.catchup_requests,
+                 (unsigned long long)p->stats.catchup_records,
+                 (unsigned long long)p->stats.catchup_cache_hits,
+                 (unsigned long long)p->stats.catchup_disk_reads,
+                 (unsigned long long)p->stats.catchup_read_errors,
+                 (unsigned long long)p->stats.lost_below_watermark);
     if (p->index != NULL) {
         int rc = consumeq_flush(p->index, covered_off(s));
         if (rc < 0)
@@ -429,9 +439,9 @@ void persist_close(struct shard *s)
     }
     if (p->filters != NULL)
         subtree_destroy(p->filters);
-    for (uint32_t i = 0; i < p->local_len; i++)
-        free(p->local[i]);
-    free(p->local);
+    for (uint32_t i = 0; i < p->queue_len; i++)
+        free(p->queue[i]);
+    free(p->queue);
     free(p->pending);
     free(p->pending_qids);
     free(p->read_buf);

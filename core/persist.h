@@ -106,6 +106,8 @@ struct persist_stats {
     uint64_t catchup_requests;
     uint64_t catchup_records;
     uint64_t catchup_read_errors;
+    uint64_t catchup_cache_hits;    /* records read from the log's hot tail */
+    uint64_t catchup_disk_reads;    /* O_DIRECT reads (each covers one or more records) */
     uint64_t lost_below_watermark;
 };
 
@@ -127,10 +129,14 @@ struct persist {
     uint32_t qids_cap;
     uint64_t indexed_off;             /* everything below is indexed (or not a message) */
     uint64_t gc_off;                  /* the oldest offset still in the log (retention) */
-    /* Catch-up requests to this very shard, answered in the loop (core/catchup.c). */
-    struct catchup_req **local;
-    uint32_t local_len;
-    uint32_t local_cap;
+    /* Catch-up requests to this shard (from any shard, itself included), answered in the loop
+     * while the reads in flight stay under CATCHUP_READ_BYTES_MAX (core/catchup.c). */
+    struct catchup_req **queue;
+    uint32_t queue_len;
+    uint32_t queue_cap;
+    uint32_t jobs;                    /* answers waiting for their reads (shutdown waits) */
+    uint64_t read_bytes;              /* bytes of those reads */
+    bool read_unsubmitted;            /* a read was prepared but not yet submitted */
     uint32_t outstanding;             /* requests sent + answers not released (shutdown waits) */
     uint64_t next_flush_ms;
     uint64_t next_cursor_ms;

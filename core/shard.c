@@ -364,6 +364,9 @@ static void handle_cqe(struct shard *s, struct io_uring_cqe *cqe)
         commitlog_on_sync(&s->log, cqe->res);
         dispatch_on_durable(s);
         break;
+    case URING_OP_STORE_READ:
+        catchup_on_read(s, uring_ud_to_ptr(ud), cqe->res);
+        break;
     case URING_OP_CANCEL:
     case URING_OP_WAKE:
     case URING_OP_WAKE_SENT:
@@ -472,7 +475,7 @@ static bool drained(struct shard *s)
         return false;
     if (commitlog_busy(&s->log) || s->waits_len > 0)
         return false; /* Everything appended reaches the disk before we go. */
-    if (s->persist.outstanding > 0 || s->persist.local_len > 0)
+    if (s->persist.outstanding > 0 || s->persist.queue_len > 0 || s->persist.jobs > 0)
         return false; /* Catch-up requests and answers in flight come back first. */
     if (s->backlog_total > 0)
         return false;

@@ -140,7 +140,8 @@ int commitlog_open(struct commitlog *log, const char *dir, const struct config *
     uint64_t seg_size = (uint64_t)st.st_size;
     if ((rc = batch_alloc(&log->cur, RECORD_BLOCK * 64)) < 0 ||
         (rc = batch_alloc(&log->inflight, RECORD_BLOCK * 64)) < 0 ||
-        (rc = batch_alloc(&log->sealed, RECORD_BLOCK)) < 0) {
+        (rc = batch_alloc(&log->sealed, RECORD_BLOCK)) < 0 ||
+        (rc = tailcache_init(&log->cache, cfg->store_cache_bytes)) < 0) {
         snprintf(err, err_len, "out of memory for the log batches");
         commitlog_close(log);
         return rc;
@@ -171,6 +172,7 @@ void commitlog_close(struct commitlog *log)
     free(log->cur.buf);
     free(log->sealed.buf);
     free(log->inflight.buf);
+    tailcache_free(&log->cache);
     log->seg_fd = log->old_fd = -1;
     log->cur.buf = log->sealed.buf = log->inflight.buf = NULL;
 }
@@ -332,6 +334,7 @@ void commitlog_on_write(struct commitlog *log, int res)
         fatal_io(log, log->flush == STORE_FLUSH_SYNC ? "O_DIRECT|RWF_DSYNC write"
                                                      : "O_DIRECT write", res);
     log->written_off = log->inflight.base_off + log->inflight.len;
+    tailcache_put(&log->cache, log->inflight.base_off, log->inflight.buf, log->inflight.len);
     log->bytes_written += (uint64_t)res;
     if (log->inflight.fd == log->old_fd && log->sealed.len == 0) {
         /* The last write of the previous segment (its sealed tail, which may have waited

@@ -14,6 +14,9 @@
  * A failed or short write or flush is fatal (STYLE 5: never retry fsync): the process exits
  * with a message naming the file and the error.
  *
+ * Every completed write is also copied into the log's hot tail (store/tailcache.h,
+ * store.cache_bytes), where catch-up reads of recent records find it without the disk.
+ *
  * Segment files come from store/segment.h. Rolling to a new segment creates and preallocates
  * it with blocking syscalls in the loop (once per store.segment_bytes of data; a known cost,
  * to move off the loop later).
@@ -26,6 +29,7 @@
 #include "core/base.h"
 #include "core/config.h"
 #include "store/record.h"
+#include "store/tailcache.h"
 
 #define COMMITLOG_BATCH_MAX (64u << 20) /* bytes appended but not yet written, beyond: -ENOBUFS */
 #define COMMITLOG_DIR_MAX 512
@@ -58,6 +62,7 @@ struct commitlog {
     struct commitlog_batch cur;      /* filling */
     struct commitlog_batch sealed;   /* the rest of a segment, sealed at a roll, not yet sent */
     struct commitlog_batch inflight; /* owned by the kernel while write_inflight */
+    struct tailcache cache;          /* the newest written bytes (store.cache_bytes) */
     uint64_t bytes_written;
     uint64_t writes;
     uint64_t syncs;

@@ -1,12 +1,10 @@
 /* store/logread.c - random-access record reads from a commit log directory (see
  * store/logread.h; the record format is store/record.h, the files store/segment.h).
  *
- * One thread per reader. A read finds the segment holding the offset by a binary search over
- * the sorted list of segment bases, takes its descriptor from a small LRU cache (opening the
- * file on a miss), and preads the record. Nothing read from disk is trusted: lengths come
- * from a header only after record_verify judged it sane, every read is bounded by the end of
- * the segment file and by the caller's buffer, and the record is verified over the bytes that
- * the pread actually returned.
+ * One thread per reader. A span finds the segment holding the offset by a binary search over
+ * the sorted list of segment bases and takes its descriptor from a small LRU cache (opening
+ * the file on a miss). Nothing read from disk is trusted: a record is verified over the bytes
+ * the caller's read actually returned, and its length must fit in them.
  */
 #include "store/logread.h"
 
@@ -20,9 +18,6 @@
 #include "store/segment.h"
 
 #define PATH_LEN_MAX (LOGREAD_DIR_LEN_MAX + 1 + SEGMENT_NAME_LEN + 1)
-#define OFF_TOTAL_LEN 12u /* docs/storage.md: total_len is the little-endian u32 at byte 12 */
-
-STATIC_ASSERT(OFF_TOTAL_LEN + 4 <= RECORD_HEADER_LEN, "total_len lies in the header");
 
 /* An open segment file. base_off UINT64_MAX marks a free slot. */
 struct logread_fd {
@@ -144,7 +139,7 @@ static int fd_get(struct logread *r, uint64_t base_off, struct logread_fd **out)
     }
     char path[PATH_LEN_MAX];
     segment_path(r->dir, base_off, path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
     if (fd == -1)
         return -errno;
     struct stat st;
@@ -202,136 +197,57 @@ static int segment_locate(struct logread *r, uint64_t log_off, struct logread_fd
     return segment_find(r, log_off, out, &is_beyond);
 }
 
-/* ---- reads ---- */
+/* ---- spans ---- */
 
-/* preads up to `len` bytes; returns the count (short only at the file's end) or -errno.
- * Bounded: every round reads at least one byte or ends. */
-static ssize_t read_at(struct logread *r, const struct logread_fd *f, uint64_t file_off,
-                       uint8_t *buf, uint32_t len)
+int logread_span(struct logread *r, uint64_t log_off, uint32_t len, struct logread_span *out)
 {
-    uint32_t done = 0;
-    while (done < len) {
-        r->stats.preads++;
-        ssize_t n = pread(f->fd, buf + done, len - done, (off_t)(file_off + done));
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        done += (uint32_t)n;
-    }
-    return done;
-}
-
-/* The length a header claims. Only call it when record_verify answered RECORD_TRUNCATED for
- * at least RECORD_HEADER_LEN bytes: the header was then judged sane (magic, version, type,
- * reserved fields, a length in range that matches the body parts). record.h exports no
- * header-only decode, so this reads the one field here. */
-static uint32_t sane_header_total_len(const uint8_t *p)
-{
-    const uint8_t *q = p + OFF_TOTAL_LEN;
-    return (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
-}
-
-/* Judges `got` bytes read at the record's start: 0 with *h filled for a whole valid record,
- * 1 with *total_len when the header is sane but claims more than `got`, or -EBADMSG. */
-static int record_judge(const uint8_t *p, uint32_t got, struct record_header *h,
-                        uint32_t *total_len)
-{
-    switch (record_verify(p, got, h)) {
-    case RECORD_OK:
-        return 0;
-    case RECORD_TRUNCATED:
-        if (got < RECORD_HEADER_LEN)
-            return -EBADMSG;
-        *total_len = sane_header_total_len(p);
-        return *total_len > got ? 1 : -EBADMSG; /* record_verify promises the former */
-    case RECORD_END:
-    case RECORD_CORRUPT:
-        return -EBADMSG;
-    }
-    return -EBADMSG;
-}
-
-/* The total length the header at `file_off` claims, read into a local buffer (the caller's
- * may be smaller than a header). Returns 0, -EBADMSG, or -errno. */
-static int header_peek(struct logread *r, const struct logread_fd *f, uint64_t file_off,
-                       uint32_t *total_len)
-{
-    uint8_t hdr[RECORD_HEADER_LEN];
-    ssize_t n = read_at(r, f, file_off, hdr, sizeof(hdr));
-    if (n < 0)
-        return (int)n;
-    struct record_header h;
-    int rc = record_judge(hdr, (uint32_t)n, &h, total_len);
-    if (rc == 0)
-        *total_len = h.total_len; /* a header-only record */
-    return rc < 0 ? rc : 0;
-}
-
-static bool is_plausible_len(uint32_t len)
-{
-    return len >= RECORD_HEADER_LEN && len % RECORD_ALIGN == 0 && len <= RECORD_LEN_MAX;
-}
-
-/* How many bytes the first read takes: `len` when the index's length is plausible, else a
- * block's worth (most records fit, so one read does), never more than the segment holds.
- * 0 means "peek at the header first" (`len` is larger than `cap`, or `cap` is smaller than a
- * header). */
-static uint32_t first_read_len(uint32_t len, uint32_t cap, uint64_t avail)
-{
-    uint64_t want = is_plausible_len(len) ? len : MIN(cap, LOGREAD_FIRST_READ_LEN);
-    want = MIN(want, avail);
-    if (want > cap || want < MIN(avail, RECORD_HEADER_LEN))
-        return 0;
-    return (uint32_t)want;
-}
-
-ssize_t logread_record(struct logread *r, uint64_t log_off, uint32_t len, uint8_t *buf,
-                       uint32_t cap, struct record_header *h)
-{
-    ASSERT(r != NULL && h != NULL);
-    ASSERT(buf != NULL || cap == 0);
+    ASSERT(r != NULL && out != NULL && len > 0);
     struct logread_fd *f = NULL;
     int rc = segment_locate(r, log_off, &f);
     if (rc != 0)
         return rc;
     uint64_t file_off = log_off - f->base_off;
     ASSERT(file_off < f->size);
-    uint64_t avail = f->size - file_off; /* records never span segments */
-    uint32_t want = first_read_len(len, cap, avail);
-    if (want == 0) {
-        rc = header_peek(r, f, file_off, &want);
-        if (rc != 0)
-            return rc;
-    }
-    /* At most two rounds: the second reads exactly the length the first one's header gave. */
-    for (int round = 0; round < 2; round++) {
-        if (want > avail)
-            return -EBADMSG; /* the record would cross the segment's end */
-        if (want > cap) {
-            *h = (struct record_header){ .total_len = want };
-            return -ENOSPC;
-        }
-        ssize_t n = read_at(r, f, file_off, buf, want);
-        if (n < 0)
-            return n;
-        uint32_t total_len = 0;
-        rc = record_judge(buf, (uint32_t)n, h, &total_len);
-        if (rc < 0)
-            return rc;
-        if (rc == 0) {
-            ASSERT(h->total_len <= (uint32_t)n);
-            r->stats.records++;
-            return h->total_len;
-        }
-        if ((uint32_t)n < want)
-            return -EBADMSG; /* a short read: the file ends inside the record */
-        want = total_len;
-    }
-    return -EBADMSG; /* the second read disagreed with the header it was sized by */
+    if (len > f->size - file_off)
+        return -EBADMSG; /* records never span segments */
+    uint64_t start = file_off - file_off % RECORD_BLOCK;
+    uint64_t end = MIN(ALIGN_UP(file_off + len, RECORD_BLOCK), f->size);
+    *out = (struct logread_span){ .fd = f->fd, .seg_base = f->base_off,
+                                  .log_off = f->base_off + start, .file_off = start,
+                                  .len = (uint32_t)(end - start), .seg_size = f->size };
+    r->stats.spans++;
+    return 0;
+}
+
+bool logread_span_join(struct logread_span *span, uint64_t log_off, uint32_t len,
+                       uint32_t max_len)
+{
+    if (log_off < span->seg_base || log_off - span->seg_base >= span->seg_size ||
+        len > span->seg_size - (log_off - span->seg_base))
+        return false;
+    uint64_t lo = MIN(span->log_off, log_off - (log_off - span->seg_base) % RECORD_BLOCK);
+    uint64_t hi = MAX(span->log_off + span->len,
+                      MIN(span->seg_base + ALIGN_UP(log_off - span->seg_base + len, RECORD_BLOCK),
+                          span->seg_base + span->seg_size));
+    if (hi - lo > max_len)
+        return false;
+    span->log_off = lo;
+    span->file_off = lo - span->seg_base;
+    span->len = (uint32_t)(hi - lo);
+    return true;
+}
+
+ssize_t logread_pick(struct logread *r, const struct logread_span *span, const uint8_t *buf,
+                     uint32_t got, uint64_t log_off, struct record_header *h)
+{
+    ASSERT(got <= span->len);
+    if (log_off < span->log_off || log_off - span->log_off >= got)
+        return -EBADMSG; /* a short read ended before the record */
+    uint32_t at = (uint32_t)(log_off - span->log_off);
+    if (record_verify(buf + at, got - at, h) != RECORD_OK)
+        return -EBADMSG;
+    r->stats.records++;
+    return h->total_len;
 }
 
 void logread_forget_below(struct logread *r, uint64_t start_off)

@@ -102,6 +102,7 @@ Test(config, defaults_match_the_documentation)
     cr_assert_str_eq(cfg.store_dir, "./data");
     cr_assert_eq(cfg.store_retention_bytes, UINT64_C(10737418240), "10 GiB per shard");
     cr_assert_eq(cfg.store_retention_hours, 168, "7 days");
+    cr_assert_eq(cfg.store_cache_bytes, UINT64_C(16777216), "16 MiB per shard");
     cr_assert_eq(cfg.log_level, LOG_INFO);
     cr_assert_eq(cfg.max_packet_size, 1048576);
     cr_assert_eq(cfg.max_inflight, 32);
@@ -208,6 +209,11 @@ ParameterizedTestParameters(config, set_key_cases)
         { "store.retention.bytes", "-1", -EINVAL, "not a number" },
         { "store.retention.bytes", "10GiB", -EINVAL, "not a number" },
         { "store.retention.bytes", "", -EINVAL, "empty value" },
+        /* store.cache_bytes: u64 0..2^36. */
+        { "store.cache_bytes", "0", 0, "0" },
+        { "store.cache_bytes", "68719476736", 0, "68719476736" },
+        { "store.cache_bytes", "68719476737", -EINVAL, "out of range 0..68719476736" },
+        { "store.cache_bytes", "-1", -EINVAL, "not a number" },
         /* store.retention.hours: u32 0..876000. */
         { "store.retention.hours", "0", 0, "0" },
         { "store.retention.hours", "1", 0, "1" },
@@ -628,6 +634,7 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "store.flush_interval_ms = 10\n"
                                    "store.retention.bytes = 10737418240\n"
                                    "store.retention.hours = 168\n"
+                                   "store.cache_bytes = 16777216\n"
                                    "store.log_qos0 = true\n"
                                    "log.level = info\n"
                                    "mqtt.max_packet_size = 1048576\n"

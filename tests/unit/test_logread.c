@@ -1,9 +1,9 @@
 /* tests/unit/test_logread.c - unit tests for store/logread: reading every record of a
- * multi-segment log by offset with the right length, with length 0, with a wrong length and
- * with a buffer too small (-ENOSPC, then success); offsets in a deleted or forgotten segment
- * and beyond the end (-ENOENT); offsets inside a record, in a segment's zero tail and over a
- * flipped byte (-EBADMSG); a segment created after the reader was opened; the descriptor
- * cache's limit; the pread count per record.
+ * multi-segment log by offset (a span, an O_DIRECT pread of it as the ring would do, a pick),
+ * with the right length and a wrong one; one read for many records through joined spans;
+ * offsets in a deleted or forgotten segment and beyond the end (-ENOENT); offsets inside a
+ * record, in a segment's zero tail and over a flipped byte (-EBADMSG); a segment created
+ * after the reader was opened; the descriptor cache's limit.
  *
  * Logs are built directly with store/segment.h (preallocated files) and the record encoders,
  * written with pwrite on an ordinary descriptor. Every test works in its own directory from
@@ -60,6 +60,7 @@ static struct test_log g_log;
 static uint8_t enc_buf[REC_BUF_LEN];
 static uint8_t read_buf[REC_BUF_LEN];
 static uint8_t payload_buf[REC_BUF_LEN];
+static struct record_header g_last_h;
 
 static void dir_setup(void)
 {
@@ -198,24 +199,44 @@ static struct logread *reader_open(void)
     return r;
 }
 
-static void read_expect(struct logread *r, const struct rec *rec, uint32_t len)
-{
-    struct record_header h;
-    memset(read_buf, 0xAB, sizeof(read_buf));
-    ssize_t n = logread_record(r, rec->off, len, read_buf, sizeof(read_buf), &h);
-    CHECK(n == (ssize_t)rec->len, "record %u at %lu (len %u): %zd", rec->id, rec->off, len, n);
-    expect_message(rec, read_buf, &h);
-}
-
+/* What catch-up does through the ring, synchronously: the span of [off, off + len), one
+ * O_DIRECT pread of it into an aligned buffer, the pick. On success the record is copied to
+ * read_buf. */
 static ssize_t read_at(struct logread *r, uint64_t off, uint32_t len)
 {
+    struct logread_span span;
+    int rc = logread_span(r, off, len, &span);
+    if (rc != 0)
+        return rc;
+    CHECK(span.len % RECORD_BLOCK == 0 && span.file_off % RECORD_BLOCK == 0 &&
+          span.log_off <= off && off + MIN(len, span.seg_size) <= span.log_off + span.len + 0,
+          "span of %lu+%u: %lu+%u", off, len, span.log_off, span.len);
+    void *buf = NULL;
+    cr_assert_eq(posix_memalign(&buf, RECORD_BLOCK, span.len), 0);
+    ssize_t got = pread(span.fd, buf, span.len, (off_t)span.file_off);
+    cr_assert_eq(got, (ssize_t)span.len, "O_DIRECT pread: %s", got < 0 ? strerror(errno) : "");
     struct record_header h;
-    return logread_record(r, off, len, read_buf, sizeof(read_buf), &h);
+    ssize_t n = logread_pick(r, &span, buf, (uint32_t)got, off, &h);
+    if (n > 0) {
+        CHECK((uint32_t)n <= sizeof(read_buf), "record fits");
+        memcpy(read_buf, (uint8_t *)buf + (off - span.log_off), (size_t)n);
+        g_last_h = h;
+    }
+    free(buf);
+    return n;
+}
+
+static void read_expect(struct logread *r, const struct rec *rec, uint32_t len)
+{
+    memset(read_buf, 0xAB, sizeof(read_buf));
+    ssize_t n = read_at(r, rec->off, len);
+    CHECK(n == (ssize_t)rec->len, "record %u at %lu (len %u): %zd", rec->id, rec->off, len, n);
+    expect_message(rec, read_buf, &g_last_h);
 }
 
 /* ---- tests ---- */
 
-Test(logread, reads_every_record_with_the_index_length_in_one_pread_each)
+Test(logread, reads_every_record_with_the_index_length)
 {
     log_messages(100);
     cr_assert_geq(g_log.segments, 4, "several segments");
@@ -229,69 +250,72 @@ Test(logread, reads_every_record_with_the_index_length_in_one_pread_each)
     struct logread_stats st;
     logread_stats(r, &st);
     cr_assert_eq(st.records, 2 * g_log.count);
-    cr_assert_eq(st.preads, 2 * g_log.count, "one pread per record");
+    cr_assert_eq(st.spans, 2 * g_log.count, "one span per record");
     cr_assert_eq(st.lists, 1, "listed once, lazily");
     cr_assert_eq(st.fd_opens, g_log.segments, "each segment opened once (fewer than the cap)");
     logread_close(r);
 }
 
-Test(logread, reads_every_record_with_unknown_length)
+Test(logread, joined_spans_read_many_records_at_once)
 {
     log_messages(300);
     struct logread *r = reader_open();
-    uint64_t big = 0;
-    for (uint32_t i = 0; i < g_log.count; i++) {
-        read_expect(r, &g_log.recs[i], 0);
-        big += g_log.recs[i].len > LOGREAD_FIRST_READ_LEN;
+    uint32_t i = 0;
+    uint32_t reads = 0;
+    while (i < g_log.count) {
+        struct logread_span span;
+        cr_assert_eq(logread_span(r, g_log.recs[i].off, g_log.recs[i].len, &span), 0);
+        uint32_t j = i + 1;
+        while (j < g_log.count &&
+               logread_span_join(&span, g_log.recs[j].off, g_log.recs[j].len, 65536))
+            j++;
+        cr_assert(span.len <= 65536 || j == i + 1, "joined only up to the limit");
+        void *buf = NULL;
+        cr_assert_eq(posix_memalign(&buf, RECORD_BLOCK, span.len), 0);
+        cr_assert_eq(pread(span.fd, buf, span.len, (off_t)span.file_off), (ssize_t)span.len);
+        reads++;
+        for (uint32_t k = i; k < j; k++) {
+            const struct rec *rec = &g_log.recs[k];
+            struct record_header h;
+            ssize_t n = logread_pick(r, &span, buf, span.len, rec->off, &h);
+            CHECK(n == (ssize_t)rec->len, "record %u in a joined span: %zd", rec->id, n);
+            expect_message(rec, (uint8_t *)buf + (rec->off - span.log_off), &h);
+        }
+        /* A short read is not trusted: the record must lie wholly in what was read. */
+        const struct rec *last = &g_log.recs[j - 1];
+        struct record_header h;
+        uint32_t short_got = (uint32_t)(last->off - span.log_off) + last->len - 8;
+        CHECK(logread_pick(r, &span, buf, short_got, last->off, &h) == -EBADMSG,
+              "record %u cut by a short read", last->id);
+        free(buf);
+        i = j;
     }
-    struct logread_stats st;
-    logread_stats(r, &st);
-    cr_assert_gt(big, 0);
-    cr_assert_lt(big, g_log.count);
-    cr_assert_eq(st.preads, g_log.count + big, "two preads only for records above a block");
+    cr_assert_lt(reads, g_log.count / 2, "joined: %u reads for %u records", reads, g_log.count);
+    /* Never across a segment's end. */
+    for (uint32_t k = 1; k < g_log.count; k++) {
+        const struct rec *a = &g_log.recs[k - 1];
+        const struct rec *b = &g_log.recs[k];
+        if (a->off / SEG_SIZE == b->off / SEG_SIZE)
+            continue;
+        struct logread_span span;
+        cr_assert_eq(logread_span(r, a->off, a->len, &span), 0);
+        cr_assert_not(logread_span_join(&span, b->off, b->len, UINT32_MAX));
+    }
     logread_close(r);
 }
 
-Test(logread, wrong_index_length_costs_a_read_not_a_wrong_answer)
+Test(logread, wrong_index_length_never_gives_a_wrong_answer)
 {
     log_messages(120);
     struct logread *r = reader_open();
     for (uint32_t i = 0; i < g_log.count; i++) {
         const struct rec *rec = &g_log.recs[i];
-        read_expect(r, rec, rec->len + 8);                           /* too long */
-        read_expect(r, rec, RECORD_HEADER_LEN);                      /* too short */
-        read_expect(r, rec, 13);                                     /* implausible */
-        read_expect(r, rec, RECORD_LEN_MAX + 8);                     /* implausible */
-    }
-    logread_close(r);
-}
-
-Test(logread, too_small_buffer_is_enospc_then_success)
-{
-    log_messages(60);
-    struct logread *r = reader_open();
-    static uint8_t small[REC_BUF_LEN];
-    const uint32_t caps[] = { 0, 1, RECORD_HEADER_LEN - 1, RECORD_HEADER_LEN };
-    for (uint32_t i = 0; i < g_log.count; i++) {
-        const struct rec *rec = &g_log.recs[i];
-        const uint32_t lens[] = { rec->len, 0 };
-        for (uint32_t l = 0; l < ARRAY_LEN(lens); l++) {
-            for (uint32_t c = 0; c <= ARRAY_LEN(caps); c++) {
-                uint32_t cap = c < ARRAY_LEN(caps) ? caps[c] : rec->len - 8;
-                if (cap >= rec->len)
-                    continue;
-                struct record_header h;
-                memset(&h, 0xFF, sizeof(h));
-                ssize_t n = logread_record(r, rec->off, lens[l], small, cap, &h);
-                CHECK(n == -ENOSPC, "record %u cap %u len %u: %zd", rec->id, cap, lens[l], n);
-                CHECK(h.total_len == rec->len, "record %u: needs %u, told %u", rec->id,
-                      rec->len, h.total_len);
-            }
-            struct record_header h;
-            ssize_t n = logread_record(r, rec->off, lens[l], small, rec->len, &h);
-            CHECK(n == (ssize_t)rec->len, "record %u with an exact buffer: %zd", rec->id, n);
-            expect_message(rec, small, &h);
-        }
+        read_expect(r, rec, rec->len + 8); /* too long: a wider read */
+        /* Too short: right while the aligned read still covers the record, else -EBADMSG. */
+        ssize_t n = read_at(r, rec->off, RECORD_HEADER_LEN);
+        CHECK(n == (ssize_t)rec->len || n == -EBADMSG, "record %u: %zd", rec->id, n);
+        if (n > 0)
+            expect_message(rec, read_buf, &g_last_h);
     }
     logread_close(r);
 }
@@ -309,11 +333,9 @@ Test(logread, offset_inside_a_record_or_over_damage_is_ebadmsg)
             uint64_t off = rec->off + deltas[d];
             ssize_t n = read_at(r, off, rec->len);
             CHECK(n == -EBADMSG, "record %u + %u with len: %zd", rec->id, deltas[d], n);
-            n = read_at(r, off, 0);
-            CHECK(n == -EBADMSG, "record %u + %u with len 0: %zd", rec->id, deltas[d], n);
         }
         /* Unaligned offsets too (no record starts there). */
-        CHECK(read_at(r, rec->off + 3, 0) == -EBADMSG, "record %u + 3", rec->id);
+        CHECK(read_at(r, rec->off + 3, 64) == -EBADMSG, "record %u + 3", rec->id);
     }
 
     /* A flipped byte in a record's payload: the checksum catches it. */
@@ -330,9 +352,8 @@ Test(logread, offset_inside_a_record_or_over_damage_is_ebadmsg)
     cr_assert_eq(pwrite(fd, &byte, 1, at), 1);
     (void)close(fd);
     cr_assert_eq(read_at(r, victim->off, victim->len), -EBADMSG);
-    cr_assert_eq(read_at(r, victim->off, 0), -EBADMSG);
-    read_expect(r, &g_log.recs[8], g_log.recs[8].len); /* the neighbours are fine */
-    read_expect(r, &g_log.recs[10], 0);
+        read_expect(r, &g_log.recs[8], g_log.recs[8].len); /* the neighbours are fine */
+    read_expect(r, &g_log.recs[10], g_log.recs[10].len);
     logread_close(r);
 }
 
@@ -345,13 +366,12 @@ Test(logread, offsets_beyond_the_end)
     cr_assert_lt(end + RECORD_HEADER_LEN, last_seg_end, "the last segment has a zero tail");
     struct logread *r = reader_open();
     /* The preallocated zero tail of the newest segment is not a record. */
-    cr_assert_eq(read_at(r, end, 0), -EBADMSG);
-    cr_assert_eq(read_at(r, end, 128), -EBADMSG);
-    cr_assert_eq(read_at(r, last_seg_end - 8, 0), -EBADMSG, "fewer bytes than a header left");
+        cr_assert_eq(read_at(r, end, 128), -EBADMSG);
+    cr_assert_eq(read_at(r, last_seg_end - 8, 8), -EBADMSG, "fewer bytes than a header left");
     /* Past every segment file: no segment holds it, even after listing again. */
     struct logread_stats before;
     logread_stats(r, &before);
-    cr_assert_eq(read_at(r, last_seg_end, 0), -ENOENT);
+    cr_assert_eq(read_at(r, last_seg_end, 64), -ENOENT);
     cr_assert_eq(read_at(r, last_seg_end + 10 * SEG_SIZE, 64), -ENOENT);
     cr_assert_eq(read_at(r, UINT64_MAX - 7, 64), -ENOENT);
     struct logread_stats after;
@@ -372,7 +392,7 @@ Test(logread, a_segment_created_after_open_is_found)
     while (g_log.segments < segments + 2)
         log_message(); /* rolls into two new segments */
     for (uint32_t i = first_count; i < g_log.count; i++)
-        read_expect(r, &g_log.recs[i], i % 2 ? 0 : g_log.recs[i].len);
+        read_expect(r, &g_log.recs[i], g_log.recs[i].len);
     struct logread_stats st;
     logread_stats(r, &st);
     cr_assert_geq(st.lists, 2);
@@ -383,9 +403,9 @@ Test(logread, a_segment_created_after_open_is_found)
 Test(logread, a_reader_opened_on_an_empty_directory_finds_later_segments)
 {
     struct logread *r = reader_open();
-    cr_assert_eq(read_at(r, 0, 0), -ENOENT);
+    cr_assert_eq(read_at(r, 0, 64), -ENOENT);
     log_messages(10);
-    read_expect(r, &g_log.recs[0], 0);
+    read_expect(r, &g_log.recs[0], g_log.recs[0].len);
     read_expect(r, &g_log.recs[9], g_log.recs[9].len);
     logread_close(r);
 }
@@ -409,9 +429,9 @@ Test(logread, deleted_and_forgotten_segments_are_enoent)
 
     logread_forget_below(r, 2 * SEG_SIZE);
     cr_assert_eq(read_at(r, first->off, first->len), -ENOENT, "forgotten, though it was open");
-    cr_assert_eq(read_at(r, 2 * SEG_SIZE - 8, 0), -ENOENT);
+    cr_assert_eq(read_at(r, 2 * SEG_SIZE - 8, 8), -ENOENT);
     logread_forget_below(r, SEG_SIZE); /* never moves back */
-    cr_assert_eq(read_at(r, SEG_SIZE, 0), -ENOENT);
+    cr_assert_eq(read_at(r, SEG_SIZE, 64), -ENOENT);
     for (uint32_t i = 0; i < g_log.count; i++)
         if (g_log.recs[i].off >= 2 * SEG_SIZE)
             read_expect(r, &g_log.recs[i], g_log.recs[i].len);
@@ -419,9 +439,9 @@ Test(logread, deleted_and_forgotten_segments_are_enoent)
 
     /* A new reader lists after the deletion: below the oldest segment is -ENOENT. */
     r = reader_open();
-    cr_assert_eq(read_at(r, first->off, 0), -ENOENT);
-    cr_assert_eq(read_at(r, g_log.recs[in_seg1].off, 0), -ENOENT);
-    read_expect(r, &g_log.recs[g_log.count - 1], 0);
+    cr_assert_eq(read_at(r, first->off, 64), -ENOENT);
+    cr_assert_eq(read_at(r, g_log.recs[in_seg1].off, 64), -ENOENT);
+    read_expect(r, &g_log.recs[g_log.count - 1], g_log.recs[g_log.count - 1].len);
     logread_close(r);
 }
 
@@ -462,8 +482,8 @@ Test(logread, descriptor_cache_is_capped_and_least_recently_used)
     logread_stats(r, &st);
     uint64_t opens = st.fd_opens;
     for (uint32_t i = 0; i < 100; i++) {
-        read_expect(r, a, 0);
-        read_expect(r, b, 0);
+        read_expect(r, a, a->len);
+        read_expect(r, b, b->len);
     }
     logread_stats(r, &st);
     cr_assert_eq(st.fd_opens, opens);
