@@ -118,6 +118,10 @@ static const struct config_key config_keys[] = {
                "1000", "messages queued per session while it is offline or slow"),
     KEY_NUMBER("mqtt.keepalive_max", CONFIG_U32, keepalive_max_s, 1, 65535, false, "65535",
                "largest keepalive granted, in seconds"),
+    KEY_NUMBER("mqtt.session_expiry_max", CONFIG_U32, session_expiry_max_s, 0, 4294967295u,
+               false, "4294967295",
+               "longest session expiry granted, in seconds; 4294967295 = sessions may never "
+               "expire"),
     KEY_NUMBER("mqtt.max_topic_alias", CONFIG_U32, max_topic_alias, 0, 65535, false, "10",
                "topic aliases a client may use (MQTT 5); 0 disables them"),
     KEY_OTHER("mqtt.retain_available", CONFIG_BOOL, retain_available, "true",

@@ -55,6 +55,7 @@ struct config {
     uint32_t max_inflight;               /* mqtt.max_inflight, 32, 1..65535 */
     uint32_t max_queued_messages;        /* mqtt.max_queued_messages, 1000 per session */
     uint32_t keepalive_max_s;            /* mqtt.keepalive_max, 65535, 1..65535 */
+    uint32_t session_expiry_max_s;       /* mqtt.session_expiry_max, 4294967295 (never) */
     uint32_t max_topic_alias;            /* mqtt.max_topic_alias, 10, 0..65535 */
     bool retain_available;               /* mqtt.retain_available, true */
     uint32_t connect_timeout_ms;         /* mqtt.connect_timeout_ms, 10000 */

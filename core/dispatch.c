@@ -15,6 +15,7 @@
 
 #include "core/codec.h"
 #include "core/conn.h"
+#include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/persist.h"
@@ -173,6 +174,8 @@ static struct session *take_session(struct shard *s, struct slice id, bool clean
                                     bool *present)
 {
     struct session *sess = session_find(s->sessions, id);
+    if (sess != NULL && session_expire_if_due(s, sess))
+        sess = NULL; /* Expired before the tick noticed: it is absent (and its will sent). */
     if (sess != NULL && sess->conn != NULL) {
         struct conn *old = sess->conn;
         LOG_INFO("session", "takeover client=%s old_conn=%s", sess->client_id, old->label);
@@ -209,8 +212,16 @@ static bool effective_keepalive(const struct shard *s, const struct conn *c, uin
     return c->version == MQTT_V5;
 }
 
+/* What the server granted that a v5 CONNACK reports when it differs from what was asked. */
+struct connack_grant {
+    uint16_t keepalive;
+    bool keepalive_changed;
+    uint32_t expiry_s;
+    bool expiry_changed;     /* 3.2.2.3.2: mqtt.session_expiry_max capped it */
+};
+
 static bool write_connack(struct shard *s, struct conn *c, bool present, struct slice assigned,
-                          uint16_t keepalive, bool keepalive_changed)
+                          const struct connack_grant *g)
 {
     struct mqtt_packet pkt = { .type = MQTT_CONNACK };
     pkt.connack.session_present = present;
@@ -234,12 +245,22 @@ static bool write_connack(struct shard *s, struct conn *c, bool present, struct 
             p->present |= 1ull << MQTT_PROP_ASSIGNED_CLIENT_ID;
             p->assigned_client_id = assigned;
         }
-        if (keepalive_changed) {
+        if (g->keepalive_changed) {
             p->present |= 1ull << MQTT_PROP_SERVER_KEEPALIVE;
-            p->server_keepalive = keepalive;
+            p->server_keepalive = g->keepalive;
+        }
+        if (g->expiry_changed) {
+            p->present |= 1ull << MQTT_PROP_SESSION_EXPIRY;
+            p->session_expiry = g->expiry_s;
         }
     }
     return session_write_packet(s, c, &pkt);
+}
+
+/* The Session Expiry Interval a v5 CONNECT asks for (absent: 0). */
+static uint32_t connect_expiry(const struct mqtt_connect *cn)
+{
+    return mqtt_props_has(&cn->props, MQTT_PROP_SESSION_EXPIRY) ? cn->props.session_expiry : 0;
 }
 
 /* Applies the CONNECT's session parameters and will to `sess`. Returns a v5 reason code. */
@@ -248,8 +269,7 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
 {
     sess->version = c->version;
     if (c->version == MQTT_V5) {
-        sess->expiry_s = mqtt_props_has(&cn->props, MQTT_PROP_SESSION_EXPIRY)
-                             ? cn->props.session_expiry : 0;
+        sess->expiry_s = lifetime_session_expiry(connect_expiry(cn), s->cfg->session_expiry_max_s);
         sess->persistent = sess->expiry_s > 0;
         uint32_t rmax = mqtt_props_has(&cn->props, MQTT_PROP_RECEIVE_MAX)
                             ? cn->props.receive_max : 65535u;
@@ -257,14 +277,18 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         if (mqtt_props_has(&cn->props, MQTT_PROP_MAX_PACKET_SIZE))
             c->max_packet_out = cn->props.max_packet_size;
     } else {
-        sess->persistent = !cn->clean_start;
-        sess->expiry_s = sess->persistent ? UINT32_MAX : 0;
+        /* Clean session 0 never expires, unless mqtt.session_expiry_max says otherwise. */
+        sess->expiry_s = cn->clean_start ? 0 : s->cfg->session_expiry_max_s;
+        sess->persistent = sess->expiry_s > 0;
         sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
     }
     if (sess->will != NULL) {
         msg_release(sess->will);
         sess->will = NULL;
     }
+    sess->will_delay_s = c->version == MQTT_V5 && cn->has_will &&
+                                 mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
+                             ? cn->will.props.will_delay : 0;
     if (!cn->has_will)
         return MQTT_RC_SUCCESS;
     if (!topic_name_valid(cn->will.topic))
@@ -324,7 +348,12 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
     session_set_persistent(s, sess, sess->persistent);
     c->keepalive_ms = (uint32_t)keepalive * 1500u;
     c->state = CONN_ACTIVE;
-    if (!write_connack(s, c, present, assigned, keepalive, keepalive != cn->keepalive_s)) {
+    struct connack_grant grant = {
+        .keepalive = keepalive, .keepalive_changed = keepalive != cn->keepalive_s,
+        .expiry_s = sess->expiry_s,
+        .expiry_changed = c->version == MQTT_V5 && sess->expiry_s != connect_expiry(cn),
+    };
+    if (!write_connack(s, c, present, assigned, &grant)) {
         session_attach(s, sess, c);
         return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at CONNACK");
     }
@@ -741,7 +770,8 @@ static bool on_disconnect(struct shard *s, struct conn *c, const struct mqtt_rea
             /* MQTT-3.14.2-2: a session that was to end at close cannot be extended here. */
             if (sess->expiry_s == 0 && r->props.session_expiry != 0)
                 return fail(s, c, MQTT_RC_PROTOCOL_ERROR, "session expiry set at DISCONNECT");
-            sess->expiry_s = r->props.session_expiry;
+            sess->expiry_s = lifetime_session_expiry(r->props.session_expiry,
+                                                     s->cfg->session_expiry_max_s);
             sess->persistent = sess->expiry_s > 0;
             if (sess->journaled || sess->persistent)
                 session_set_persistent(s, sess, sess->persistent);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
@@ -110,6 +111,7 @@ static void retain_update(struct shard *s, const struct msg *m)
     }
     if (prev != NULL)
         msg_release(prev);
+    lifetime_retained_stored(s, own);
 }
 
 int64_t router_append(struct shard *s, struct msg *m, uint16_t packet_id)
@@ -175,6 +177,11 @@ static void send_one_retained(void *ctx, struct slice topic, void *value)
     (void)topic;
     struct retained_ctx *r = ctx;
     const struct msg *m = value;
+    if (lifetime_msg_expired(m, base_wall_ns())) {
+        /* MQTT-3.3.2-5: not sent; the next expiry scan drops it from the index. */
+        r->s->stats.dropped_expired++;
+        return;
+    }
     /* MQTT-3.3.1-8: messages sent because of a new subscription keep the retain flag. */
     session_deliver_retained(r->s, r->sess, m, MIN(m->qos, r->granted_qos), r->sub_id);
 }

@@ -16,6 +16,7 @@
 #include "core/catchup.h"
 #include "core/dispatch.h"
 #include "core/hash.h"
+#include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
@@ -28,6 +29,15 @@
 #include "store/journal.h"
 
 #define SESSION_TABLE_MIN 1024u
+#define SESSION_WILLS_PER_TICK 64u /* held wills published per tick; the rest on the next */
+
+/* True if `m` carries a Message Expiry Interval that has passed (MQTT-3.3.2-5: not to be
+ * delivered to a subscriber it has not started going to). Reads the clock only for those. */
+static bool msg_expired_now(const struct msg *m)
+{
+    return mqtt_props_has(&m->props, MQTT_PROP_MESSAGE_EXPIRY) &&
+           lifetime_msg_expired(m, base_wall_ns());
+}
 
 struct session_table {
     struct session **buckets;
@@ -349,6 +359,10 @@ bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m,
     pkt.publish.payload = m->payload;
     if (c->version == MQTT_V5) {
         pkt.publish.props = m->props;
+        /* MQTT-3.3.2-6: the seconds left. A delivery already started (a re-send) goes out
+         * even past its expiry, with at least 1. */
+        if (mqtt_props_has(&m->props, MQTT_PROP_MESSAGE_EXPIRY))
+            pkt.publish.props.message_expiry = MAX(lifetime_msg_left_s(m, base_wall_ns()), 1u);
         if (sub_id != 0) {
             pkt.publish.props.sub_ids = &sub_id;
             pkt.publish.props.sub_id_count = 1;
@@ -423,6 +437,14 @@ static uint16_t next_packet_id(struct session *sess)
 static bool send_from_queue(struct shard *s, struct session *sess)
 {
     struct session_out *q = ring_at(sess->queue, sess->queue_cap, sess->queue_head, 0);
+    if (q->packet_id == 0 && msg_expired_now(q->msg)) {
+        /* Expired while queued; a restored QoS 2 (packet id kept) was started and goes. */
+        s->stats.dropped_expired++;
+        msg_release(q->msg);
+        sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
+        sess->queue_len--;
+        return true;
+    }
     if (q->qos == 0) {
         /* Read from the log for a session that was behind: sent in log order, no window. */
         if (!session_write_publish(s, sess->conn, q->msg, 0, q->retain, false, 0, q->sub_id))
@@ -531,6 +553,10 @@ static void deliver(struct shard *s, struct session *sess, const struct msg *m, 
                     bool retain, uint32_t sub_id, bool tracked)
 {
     ASSERT_HOT(qos <= 2);
+    if (msg_expired_now(m)) {
+        s->stats.dropped_expired++;
+        return;
+    }
     if (qos == 0) {
         if (sess->conn == NULL || sess->conn->state != CONN_ACTIVE ||
             !session_write_publish(s, sess->conn, m, 0, retain, false, 0, sub_id))
@@ -627,6 +653,10 @@ void session_deliver_logged(struct shard *s, struct session *sess, const struct 
     }
     uint16_t id = 0;
     int restored = sess->restored_len > 0 ? restored_take(sess, m, &id) : 0;
+    if (matched && restored == 0 && msg_expired_now(m)) {
+        s->stats.dropped_expired++; /* Expired while the session was offline or behind. */
+        matched = false;
+    }
     if (matched && restored >= 0) {
         struct session_out spec = { .qos = MIN(m->qos, best), .retain = rap && m->retain,
                                     .sub_id = sub_id, .tracked = true,
@@ -826,6 +856,12 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
         go_offline(s, sess);
     struct msg *will = sess->will;
     sess->will = NULL;
+    if (will != NULL && publish_will && sess->persistent && sess->will_delay_s > 0) {
+        /* MQTT-3.1.3-9: held for its delay; session_tick sends it, a reconnect cancels it. */
+        sess->will = will;
+        sess->will_due_ms = s->now_ms + (uint64_t)sess->will_delay_s * 1000u;
+        will = NULL;
+    }
     if (!sess->persistent)
         session_destroy(s, sess);
     /* The will goes out after the session is settled so a subscriber on this very session
@@ -837,20 +873,62 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
     }
 }
 
+bool session_expire_if_due(struct shard *s, struct session *sess)
+{
+    if (sess->conn != NULL ||
+        !lifetime_session_expired(sess->expiry_s, sess->offline_since_ms, s->now_ms))
+        return false;
+    struct msg *will = sess->will;
+    sess->will = NULL;
+    LOG_INFO("session", "expired client=%s will=%d", sess->client_id, will != NULL);
+    session_destroy(s, sess);
+    if (will != NULL) {
+        router_publish(s, will); /* The session ended before its will delay did. */
+        msg_release(will);
+    }
+    return true;
+}
+
+/* One offline session on the tick: takes its will out into *will when due (its delay passed,
+ * or the session ends now) and ends it when expired. */
+static void tick_session(struct shard *s, struct session *sess, struct msg **will)
+{
+    *will = NULL;
+    if (sess->conn != NULL)
+        return;
+    bool expired = lifetime_session_expired(sess->expiry_s, sess->offline_since_ms, s->now_ms);
+    if (sess->will != NULL && (expired || s->now_ms >= sess->will_due_ms)) {
+        *will = sess->will;
+        sess->will = NULL;
+        LOG_INFO("session", "will_due client=%s delay_s=%u", sess->client_id,
+                 sess->will_delay_s);
+    }
+    if (expired) {
+        LOG_INFO("session", "expired client=%s", sess->client_id);
+        session_destroy(s, sess);
+    }
+}
+
 void session_tick(struct shard *s)
 {
+    /* Wills are published after the scan: routing must not run while the table is walked. */
+    struct msg *wills[SESSION_WILLS_PER_TICK];
+    uint32_t will_count = 0;
     struct session_table *t = s->sessions;
-    for (uint32_t i = 0; i <= t->mask; i++) {
+    for (uint32_t i = 0; i <= t->mask && will_count < SESSION_WILLS_PER_TICK; i++) {
         struct session *e = t->buckets[i];
-        while (e != NULL) {
+        while (e != NULL && will_count < SESSION_WILLS_PER_TICK) {
             struct session *next = e->hash_next;
-            if (e->conn == NULL && e->expiry_s != UINT32_MAX &&
-                s->now_ms - e->offline_since_ms >= (uint64_t)e->expiry_s * 1000u) {
-                LOG_INFO("session", "expired client=%s", e->client_id);
-                session_destroy(s, e);
-            }
+            struct msg *will;
+            tick_session(s, e, &will);
+            if (will != NULL)
+                wills[will_count++] = will;
             e = next;
         }
+    }
+    for (uint32_t i = 0; i < will_count; i++) {
+        router_publish(s, wills[i]);
+        msg_release(wills[i]);
     }
 }
 
@@ -950,7 +1028,7 @@ int session_adopt(struct shard *s, const struct recovery_session *rs)
     if (sess == NULL)
         return -ENOMEM;
     sess->version = st.mqtt_version;
-    sess->expiry_s = st.expiry_s;
+    sess->expiry_s = lifetime_session_expiry(st.expiry_s, s->cfg->session_expiry_max_s);
     sess->since_ns = st.since_ns;
     sess->persistent = true;
     sess->journaled = true;

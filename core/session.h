@@ -105,8 +105,11 @@ struct session {
     uint16_t *qos2_in;
     uint32_t qos2_in_len;
     uint32_t qos2_in_cap;
-    /* Will. */
+    /* Will. Offline with `will` set: held by its will delay until `will_due_ms` (monotonic)
+     * or the session's end, whichever comes first (MQTT-3.1.3-9). */
     struct msg *will;
+    uint32_t will_delay_s;   /* v5 Will Delay Interval of the current connection's will */
+    uint64_t will_due_ms;
 };
 
 struct session_table *session_table_create(void);
@@ -159,7 +162,9 @@ bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m,
 bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_packet *pkt);
 
 /* The conn of `sess` is gone (socket error, EOF, keepalive, takeover, shutdown). Publishes the
- * will when `publish_will`, ends a non-persistent session, and detaches a persistent one. */
+ * will when `publish_will` (a persistent session with a will delay holds it: session_tick
+ * publishes it when due, a reconnect cancels it), ends a non-persistent session, and detaches
+ * a persistent one. */
 void session_conn_lost(struct shard *s, struct conn *c, bool publish_will);
 
 /* Delivers `m` (possibly another shard's message, read-only) to `sess` at `qos` with the
@@ -208,7 +213,13 @@ struct recovery_session;
  * -ENOMEM. */
 int session_adopt(struct shard *s, const struct recovery_session *rs);
 
-/* Once per tick: expires offline sessions whose expiry passed. */
+/* Once per tick: publishes the held wills that are due, and expires offline sessions whose
+ * expiry passed (their held will first). */
 void session_tick(struct shard *s);
+
+/* If `sess` is offline and its expiry has passed: publishes its held will, ends it (its END
+ * is journaled) and returns true; `sess` is gone then. Lets a CONNECT that comes before the
+ * next tick (right after a restart, say) see an expired session as absent. */
+bool session_expire_if_due(struct shard *s, struct session *sess);
 
 #endif

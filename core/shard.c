@@ -28,6 +28,7 @@
 #include "core/dispatch.h"
 #include "core/recovery.h"
 #include "core/hash.h"
+#include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
@@ -538,6 +539,7 @@ static void shard_loop(struct shard *s)
             if (!s->stopping && s->now_ms >= s->next_expiry_scan_ms) {
                 s->next_expiry_scan_ms = s->now_ms + SHARD_EXPIRY_SCAN_MS;
                 session_tick(s);
+                lifetime_retained_scan(s);
             }
             if (!s->stopping)
                 persist_tick(s);
@@ -568,7 +570,12 @@ static void shard_loop(struct shard *s)
 static void adopt_retained(struct shard *s)
 {
     const struct recovery *r = s->set->recovery;
+    uint64_t now_ns = base_wall_ns();
     for (uint32_t i = 0; i < r->retained_count; i++) {
+        if (lifetime_msg_expired(r->retained[i], now_ns)) {
+            s->stats.dropped_expired++; /* Expired while the broker was down. */
+            continue;
+        }
         struct msg *m = msg_clone(r->retained[i], s->id);
         int err = -ENOMEM;
         struct msg *prev = m != NULL ? retain_set(s->retained, m->topic, m, &err) : NULL;
@@ -579,6 +586,8 @@ static void adopt_retained(struct shard *s)
                       r->retained[i]->topic.len);
             if (m != NULL)
                 msg_release(m);
+        } else {
+            lifetime_retained_stored(s, m);
         }
     }
 }
@@ -657,7 +666,8 @@ static void *shard_thread(void *arg)
         shard_loop(s);
         LOG_INFO("shard",
                  "stopped accepted=%llu connects=%llu handoffs_in=%llu publishes=%llu "
-                 "deliveries=%llu dropped_qos0=%llu dropped_queue=%llu log_full=%llu "
+                 "deliveries=%llu dropped_qos0=%llu dropped_queue=%llu dropped_expired=%llu "
+                 "log_full=%llu "
                  "backlog_holds=%llu log_writes=%llu log_bytes=%llu",
                  (unsigned long long)s->stats.accepted, (unsigned long long)s->stats.connects,
                  (unsigned long long)s->stats.handoffs_in,
@@ -665,6 +675,7 @@ static void *shard_thread(void *arg)
                  (unsigned long long)s->stats.deliveries,
                  (unsigned long long)s->stats.dropped_qos0,
                  (unsigned long long)s->stats.dropped_queue,
+                 (unsigned long long)s->stats.dropped_expired,
                  (unsigned long long)s->stats.log_full,
                  (unsigned long long)s->stats.backlog_holds, (unsigned long long)s->log.writes,
                  (unsigned long long)s->log.bytes_written);

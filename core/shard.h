@@ -76,6 +76,7 @@ struct shard_stats {
     uint64_t dropped_qos0;    /* output full or client offline */
     uint64_t dropped_queue;   /* session queue at mqtt.max_queued_messages */
     uint64_t dropped_too_large; /* over the client's Maximum Packet Size */
+    uint64_t dropped_expired; /* Message Expiry Interval passed before delivery (core/lifetime.h) */
     uint64_t notes_out;
     uint64_t notes_in;
     uint64_t backlogged;
@@ -173,6 +174,7 @@ struct shard {
     struct session_table *sessions;
     struct subtree *subs;
     struct retain *retained;
+    bool retained_may_expire; /* a retained message with an expiry may be held (lifetime.h) */
     uint64_t client_id_counter;
     struct route_match *matches; /* router scratch, reused by every routing pass */
     uint32_t match_len;

@@ -108,6 +108,7 @@ Test(config, defaults_match_the_documentation)
     cr_assert_eq(cfg.max_inflight, 32);
     cr_assert_eq(cfg.max_queued_messages, 1000);
     cr_assert_eq(cfg.keepalive_max_s, 65535);
+    cr_assert_eq(cfg.session_expiry_max_s, UINT32_MAX, "never");
     cr_assert_eq(cfg.max_topic_alias, 10);
     cr_assert(cfg.retain_available);
     cr_assert_eq(cfg.connect_timeout_ms, 10000);
@@ -245,6 +246,10 @@ ParameterizedTestParameters(config, set_key_cases)
         /* mqtt.keepalive_max: 1..65535. */
         { "mqtt.keepalive_max", "1", 0, "1" },
         { "mqtt.keepalive_max", "65536", -EINVAL, "out of range 1..65535" },
+        /* mqtt.session_expiry_max: 0..4294967295 (never). */
+        { "mqtt.session_expiry_max", "0", 0, "0" },
+        { "mqtt.session_expiry_max", "4294967295", 0, "4294967295" },
+        { "mqtt.session_expiry_max", "4294967296", -EINVAL, "out of range 0..4294967295" },
         /* mqtt.max_topic_alias: 0..65535. */
         { "mqtt.max_topic_alias", "0", 0, "0" },
         { "mqtt.max_topic_alias", "65536", -EINVAL, "out of range 0..65535" },
@@ -641,6 +646,7 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "mqtt.max_inflight = 32\n"
                                    "mqtt.max_queued_messages = 1000\n"
                                    "mqtt.keepalive_max = 65535\n"
+                                   "mqtt.session_expiry_max = 4294967295\n"
                                    "mqtt.max_topic_alias = 10\n"
                                    "mqtt.retain_available = true\n"
                                    "mqtt.connect_timeout_ms = 10000\n"
