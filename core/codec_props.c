@@ -288,7 +288,9 @@ static enum mqtt_rc props_store(uint8_t id, struct slice value, struct slice val
     default:
         ASSERT(false);
     }
-    if (number == 0 && ((prop_nonzero >> id) & 1u))
+    /* A Topic Alias of 0 is left to the receiver, which answers it like one above its maximum
+     * (0x94 Topic Alias invalid, docs/protocol-errors.md). */
+    if (number == 0 && ((prop_nonzero >> id) & 1u) && id != MQTT_PROP_TOPIC_ALIAS)
         return MQTT_RC_PROTOCOL_ERROR; /* only integer properties are in prop_nonzero */
     return MQTT_RC_SUCCESS;
 }

@@ -58,6 +58,8 @@ struct config {
     uint32_t session_expiry_max_s;       /* mqtt.session_expiry_max, 4294967295 (never) */
     uint32_t max_topic_alias;            /* mqtt.max_topic_alias, 10, 0..65535 */
     bool retain_available;               /* mqtt.retain_available, true */
+    uint32_t max_qos;                    /* mqtt.max_qos, 2, 0..2 */
+    bool validate_utf8_payload;          /* mqtt.validate_utf8_payload, false */
     uint32_t connect_timeout_ms;         /* mqtt.connect_timeout_ms, 10000 */
     uint32_t max_client_id_len;          /* mqtt.max_client_id_len, 256, 23..65535 */
     uint32_t output_buffer_max;          /* mqtt.output_buffer_max, 4194304 bytes per connection */

@@ -397,6 +397,7 @@ void conn_reap(struct shard *s, struct conn *c)
         free(c->aliases);
         c->aliases = NULL;
     }
+    topicalias_free(&c->alias_out);
     c->state = CONN_FREE;
     c->free_next = s->conn_free;
     s->conn_free = c;

@@ -20,6 +20,7 @@
 
 #include "core/base.h"
 #include "core/bytebuf.h"
+#include "core/topicalias.h"
 
 struct shard;
 struct session;
@@ -63,6 +64,7 @@ struct conn {
     uint32_t max_packet_out; /* client's Maximum Packet Size (v5), else MQTT_VARINT_MAX + 5 */
     uint16_t handoff_target; /* home shard while CONN_HANDOFF */
     struct conn_alias *aliases; /* mqtt.max_topic_alias entries, allocated on first use */
+    struct topicalias_out alias_out; /* server -> client aliases (v5; core/topicalias.h) */
     struct session *session;
     struct handoff *handoff; /* source side of a handoff in progress */
     struct conn *dirty_next;

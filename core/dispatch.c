@@ -241,6 +241,10 @@ static bool write_connack(struct shard *s, struct conn *c, bool present, struct 
             p->present |= 1ull << MQTT_PROP_RETAIN_AVAILABLE;
             p->retain_available = 0;
         }
+        if (cfg->max_qos < 2) { /* MQTT-3.2.2-9: absent means 2. */
+            p->present |= 1ull << MQTT_PROP_MAX_QOS;
+            p->max_qos = (uint8_t)cfg->max_qos;
+        }
         if (assigned.len > 0) {
             p->present |= 1ull << MQTT_PROP_ASSIGNED_CLIENT_ID;
             p->assigned_client_id = assigned;
@@ -263,6 +267,28 @@ static uint32_t connect_expiry(const struct mqtt_connect *cn)
     return mqtt_props_has(&cn->props, MQTT_PROP_SESSION_EXPIRY) ? cn->props.session_expiry : 0;
 }
 
+/* With mqtt.validate_utf8_payload: false if `props` say the payload is UTF-8 (payload format
+ * indicator 1) and `payload` is not well-formed UTF-8 (RFC 3629, which allows U+0000 in a
+ * payload, unlike in an MQTT string: MQTT-3.3.2-6 points at the Unicode definition). */
+static bool payload_format_ok(const struct shard *s, const struct mqtt_props *props,
+                              struct slice payload)
+{
+    if (!s->cfg->validate_utf8_payload || props == NULL ||
+        !mqtt_props_has(props, MQTT_PROP_PAYLOAD_FORMAT) || props->payload_format != 1)
+        return true;
+    /* 0x00 never occurs inside a multi-byte sequence: check the runs between NULs. */
+    const uint8_t *p = payload.ptr;
+    const uint8_t *end = payload.ptr + payload.len;
+    while (p < end) {
+        const uint8_t *nul = memchr(p, 0, (size_t)(end - p));
+        const uint8_t *stop = nul != NULL ? nul : end;
+        if (!codec_utf8_valid((struct slice){ p, (uint32_t)(stop - p) }))
+            return false;
+        p = stop + (nul != NULL);
+    }
+    return true;
+}
+
 /* Applies the CONNECT's session parameters and will to `sess`. Returns a v5 reason code. */
 static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct session *sess,
                                       const struct mqtt_connect *cn, struct slice id)
@@ -276,6 +302,8 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         sess->receive_max_out = (uint16_t)MIN(rmax, MIN(s->cfg->max_inflight, 65535u));
         if (mqtt_props_has(&cn->props, MQTT_PROP_MAX_PACKET_SIZE))
             c->max_packet_out = cn->props.max_packet_size;
+        if (mqtt_props_has(&cn->props, MQTT_PROP_TOPIC_ALIAS_MAX))
+            topicalias_init(&c->alias_out, cn->props.topic_alias_max);
     } else {
         /* Clean session 0 never expires, unless mqtt.session_expiry_max says otherwise. */
         sess->expiry_s = cn->clean_start ? 0 : s->cfg->session_expiry_max_s;
@@ -295,6 +323,10 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         return MQTT_RC_TOPIC_NAME_INVALID;
     if (cn->will.retain && !s->cfg->retain_available)
         return MQTT_RC_RETAIN_NOT_SUPPORTED;
+    if (cn->will.qos > s->cfg->max_qos)
+        return MQTT_RC_QOS_NOT_SUPPORTED; /* MQTT-3.2.2-12 */
+    if (c->version == MQTT_V5 && !payload_format_ok(s, &cn->will.props, cn->will.payload))
+        return MQTT_RC_PAYLOAD_FORMAT_INVALID;
     sess->will = msg_create(cn->will.topic, cn->will.payload,
                             c->version == MQTT_V5 ? &cn->will.props : NULL, id, cn->will.qos,
                             cn->will.retain, s->id);
@@ -510,6 +542,8 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
         return false;
     }
     struct session *sess = c->session;
+    if (p->qos > s->cfg->max_qos)
+        return fail(s, c, MQTT_RC_QOS_NOT_SUPPORTED, "QoS above mqtt.max_qos"); /* 3.3.1-4 */
     enum mqtt_rc rc;
     struct slice topic = resolve_alias(s, c, p, &rc);
     if (rc != MQTT_RC_SUCCESS)
@@ -518,6 +552,14 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
         return fail(s, c, MQTT_RC_TOPIC_NAME_INVALID, "invalid topic name");
     if (p->retain && !s->cfg->retain_available)
         return fail(s, c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
+    if (c->version == MQTT_V5 && !payload_format_ok(s, &p->props, p->payload)) {
+        /* Not delivered. QoS 1/2 say so in the ack (a PUBREC >= 0x80 ends the exchange, so
+         * the id is not held); QoS 0 has no ack, and a silent drop would hide the fault. */
+        if (p->qos == 0)
+            return fail(s, c, MQTT_RC_PAYLOAD_FORMAT_INVALID, "payload is not UTF-8");
+        return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
+                        MQTT_RC_PAYLOAD_FORMAT_INVALID);
+    }
     if (p->qos == 2) {
         if (session_qos2_has(sess, p->packet_id))
             return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
@@ -634,6 +676,8 @@ static uint8_t subscribe_one(struct shard *s, struct conn *c, struct slice filte
                   : 0x80;
     if (!topic_filter_valid(filter))
         return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
+    if ((options & MQTT_SUBOPT_QOS_MASK) > s->cfg->max_qos) /* Granted lower (MQTT-3.9.3). */
+        options = (uint8_t)((options & ~MQTT_SUBOPT_QOS_MASK) | s->cfg->max_qos);
     int added = subtree_add(s->subs, filter, c->session, options, sub_id);
     if (added < 0)
         return v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;

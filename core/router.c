@@ -2,7 +2,8 @@
  *
  * Shard thread only. A routing pass collects the matching sessions into the shard's scratch
  * array (one entry per session: overlapping subscriptions are merged at the highest QoS, the
- * retain-as-published flags OR-ed and the first subscription identifier kept), then delivers.
+ * retain-as-published flags OR-ed; one subscription identifier kept, or PUBOUT_SUB_ID_MULTI
+ * when several differ, core/pubout.h), then delivers.
  * Collecting first keeps the tree walk free of side effects: delivering can end a session
  * (a failed write), which must not happen while the tree is being walked.
  */
@@ -16,6 +17,7 @@
 #include "core/msg.h"
 #include "core/mqtt.h"
 #include "core/persist.h"
+#include "core/pubout.h"
 #include "core/retain.h"
 #include "core/session.h"
 #include "core/shard.h"
@@ -38,6 +40,8 @@ static void collect(void *ctx, void *owner, uint8_t options, uint32_t sub_id)
         e->retain_as_published |= rap;
         if (e->sub_id == 0)
             e->sub_id = sub_id;
+        else if (sub_id != 0 && sub_id != e->sub_id)
+            e->sub_id = PUBOUT_SUB_ID_MULTI; /* Collected when written (core/pubout.h). */
         return;
     }
     if (s->match_len == s->match_cap) {

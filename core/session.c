@@ -21,6 +21,7 @@
 #include "core/msg.h"
 #include "core/mqtt.h"
 #include "core/persist.h"
+#include "core/pubout.h"
 #include "core/recovery.h"
 #include "core/router.h"
 #include "core/shard.h"
@@ -332,6 +333,10 @@ static void cache_variant(struct encode_cache *ec, const struct mqtt_packet *pkt
 bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m, uint8_t qos,
                            bool retain, bool dup, uint16_t packet_id, uint32_t sub_id)
 {
+    if (pubout_needed(c, sub_id)) /* Topic aliases or several identifiers: its own encoding. */
+        return pubout_write(s, c, m, &(struct pubout_spec){ .qos = qos, .retain = retain,
+                                                             .dup = dup, .packet_id = packet_id,
+                                                             .sub_id = sub_id });
     const struct encode_variant *v =
         cached_variant(&s->encoded, m, c->version, qos, retain, dup, sub_id);
     if (v != NULL) {
@@ -452,6 +457,18 @@ static bool send_from_queue(struct shard *s, struct session *sess)
         msg_release(q->msg);
         sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
         sess->queue_len--;
+        return true;
+    }
+    if (pubout_too_large(sess->conn, q->msg, q->qos, q->sub_id)) {
+        /* MQTT-3.1.2-25: discarded as if sent and acknowledged; never in the window. */
+        s->stats.dropped_too_large++;
+        if (q->packet_id != 0 && q->tracked && sess->journaled)
+            (void)persist_journal_out(s, sess, q->packet_id, JOURNAL_OUT_COMPLETED,
+                                      q->msg->origin_shard, q->msg->log_off); /* Logged. */
+        msg_release(q->msg);
+        sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
+        sess->queue_len--;
+        sess->cursor_dirty = sess->origins != NULL;
         return true;
     }
     if (!ring_reserve(&sess->inflight, &sess->inflight_head, sess->inflight_len,
@@ -650,6 +667,8 @@ void session_deliver_logged(struct shard *s, struct session *sess, const struct 
         rap |= (sub->options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) != 0;
         if (sub_id == 0)
             sub_id = sub->sub_id;
+        else if (sub->sub_id != 0 && sub->sub_id != sub_id)
+            sub_id = PUBOUT_SUB_ID_MULTI; /* Collected when written (core/pubout.h). */
     }
     uint16_t id = 0;
     int restored = sess->restored_len > 0 ? restored_take(sess, m, &id) : 0;
@@ -765,11 +784,35 @@ bool session_on_pubcomp(struct shard *s, struct session *sess, uint16_t packet_i
     return true;
 }
 
+/* The new connection of `sess` takes smaller packets than the one its window was sent on:
+ * what it can never take is dropped as if sent and acknowledged (MQTT-3.1.2-25). */
+static void window_drop_too_large(struct shard *s, struct session *sess)
+{
+    for (uint32_t i = 0; i < sess->inflight_len;) {
+        struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,
+                                        i);
+        if (e->pubrec_received || e->msg == NULL ||
+            !pubout_too_large(sess->conn, e->msg, e->qos, e->sub_id)) {
+            i++;
+            continue;
+        }
+        s->stats.dropped_too_large++;
+        if (e->qos == 2 && e->tracked && sess->journaled)
+            (void)persist_journal_out(s, sess, e->packet_id, JOURNAL_OUT_COMPLETED,
+                                      e->msg->origin_shard, e->msg->log_off); /* Logged. */
+        if (e->unsent)
+            sess->unsent_count--;
+        window_remove(sess, i);
+        sess->cursor_dirty = sess->origins != NULL;
+    }
+}
+
 void session_attach(struct shard *s, struct session *sess, struct conn *c)
 {
     ASSERT(sess->conn == NULL && c->session == NULL);
     sess->conn = c;
     c->session = sess;
+    window_drop_too_large(s, sess);
     /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH (DUP set) and PUBREL, in original order. */
     for (uint32_t i = 0; i < sess->inflight_len; i++) {
         struct session_out *e = ring_at(sess->inflight, sess->inflight_cap, sess->inflight_head,

@@ -153,7 +153,9 @@ int session_qos2_add(struct session *sess, uint16_t packet_id);
 bool session_qos2_remove(struct session *sess, uint16_t packet_id);
 
 /* Writes one PUBLISH of `m` to `c`. Returns false when the output has no room. A message over
- * the client's Maximum Packet Size is dropped, counted, and reported as written. */
+ * the client's Maximum Packet Size is dropped, counted, and reported as written (QoS 1/2 are
+ * checked before they enter the window, so they never wait there for an ack). A client taking
+ * topic aliases, or `sub_id` PUBOUT_SUB_ID_MULTI, get their own encoding (core/pubout.h). */
 bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m, uint8_t qos,
                            bool retain, bool dup, uint16_t packet_id, uint32_t sub_id);
 
@@ -168,7 +170,8 @@ bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_pac
 void session_conn_lost(struct shard *s, struct conn *c, bool publish_will);
 
 /* Delivers `m` (possibly another shard's message, read-only) to `sess` at `qos` with the
- * retain flag `retain` and v5 subscription identifier `sub_id` (0 = none). QoS 0 goes
+ * retain flag `retain` and v5 subscription identifier `sub_id` (0 = none; PUBOUT_SUB_ID_MULTI =
+ * several, collected when written). QoS 0 goes
  * straight to the socket (dropped and counted if the client is offline or its output is
  * full); QoS 1/2 enter the window or the queue (cloning a foreign message). */
 void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,

@@ -111,6 +111,8 @@ Test(config, defaults_match_the_documentation)
     cr_assert_eq(cfg.session_expiry_max_s, UINT32_MAX, "never");
     cr_assert_eq(cfg.max_topic_alias, 10);
     cr_assert(cfg.retain_available);
+    cr_assert_eq(cfg.max_qos, 2);
+    cr_assert_not(cfg.validate_utf8_payload);
     cr_assert_eq(cfg.connect_timeout_ms, 10000);
     cr_assert_eq(cfg.max_client_id_len, 256);
     cr_assert_eq(cfg.output_buffer_max, 4194304);
@@ -253,6 +255,10 @@ ParameterizedTestParameters(config, set_key_cases)
         /* mqtt.max_topic_alias: 0..65535. */
         { "mqtt.max_topic_alias", "0", 0, "0" },
         { "mqtt.max_topic_alias", "65536", -EINVAL, "out of range 0..65535" },
+        /* mqtt.max_qos: 0..2. */
+        { "mqtt.max_qos", "0", 0, "0" },
+        { "mqtt.max_qos", "3", -EINVAL, "out of range 0..2" },
+        { "mqtt.validate_utf8_payload", "on", 0, "true" },
         /* mqtt.retain_available: every boolean spelling. */
         { "mqtt.retain_available", "false", 0, "false" },
         { "mqtt.retain_available", "no", 0, "false" },
@@ -649,6 +655,8 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "mqtt.session_expiry_max = 4294967295\n"
                                    "mqtt.max_topic_alias = 10\n"
                                    "mqtt.retain_available = true\n"
+                                   "mqtt.max_qos = 2\n"
+                                   "mqtt.validate_utf8_payload = false\n"
                                    "mqtt.connect_timeout_ms = 10000\n"
                                    "mqtt.max_client_id_len = 256\n"
                                    "mqtt.output_buffer_max = 4194304\n";
