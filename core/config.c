@@ -43,6 +43,8 @@ enum config_type {
     CONFIG_BOOL,      /* bool, true|false|yes|no|on|off|1|0 */
     CONFIG_STRING,    /* char[CONFIG_STR_MAX] */
     CONFIG_ADDRESS,   /* char[CONFIG_STR_MAX] holding an IPv4 or IPv6 literal */
+    CONFIG_OPT_TEXT,  /* char[CONFIG_STR_MAX], printable ASCII, may be empty (= unset): it
+                       * goes into MQTT strings, which must be UTF-8 */
     CONFIG_NAMED,     /* an enum stored as int, given by one of the row's `names` */
 };
 
@@ -67,8 +69,9 @@ struct config_key {
 
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const flush_mode_names[] = { "sync", "async", NULL };
-STATIC_ASSERT(sizeof(enum log_level) == sizeof(int) && sizeof(enum store_flush) == sizeof(int),
-              "CONFIG_NAMED stores an int");
+static const char *const client_id_format_names[] = { "any", "group_device", NULL };
+STATIC_ASSERT(sizeof(enum log_level) == sizeof(int) && sizeof(enum store_flush) == sizeof(int) &&
+              sizeof(enum client_id_format) == sizeof(int), "CONFIG_NAMED stores an int");
 
 /* Keep docs/configuration.md in step with this table. */
 static const struct config_key config_keys[] = {
@@ -136,6 +139,16 @@ static const struct config_key config_keys[] = {
                "longest client identifier accepted, in bytes"),
     KEY_NUMBER("mqtt.output_buffer_max", CONFIG_U32, output_buffer_max, 65536, 1073741824, false,
                "4194304", "bytes queued for sending per connection before it counts as slow"),
+    KEY_OTHER("mqtt.redirect_to", CONFIG_OPT_TEXT, redirect_to, "",
+              "server reference (host[:port]) every CONNECT is redirected to; empty = none"),
+    KEY_OTHER("mqtt.redirect_permanent", CONFIG_BOOL, redirect_permanent, "false",
+              "with mqtt.redirect_to: CONNACK 0x9D Server moved, not 0x9C Use another server"),
+    KEY_OTHER("mqtt.response_information", CONFIG_OPT_TEXT, response_information, "",
+              "Response Information sent to v5 clients that request it; empty = not sent"),
+    KEY_OTHER("mqtt.p2p", CONFIG_BOOL, p2p, "false",
+              "PUBLISH to {parent}/p2p/{client id} goes to that client only (no subscription)"),
+    KEY_NAMED("mqtt.client_id_format", client_id_format, client_id_format_names, "any",
+              "any | group_device: client ids must be GroupID@@@DeviceID (each 1..64 bytes)"),
 };
 
 
@@ -271,6 +284,10 @@ static int set_string(const struct config_key *key, const char *text, size_t len
             set_error(err, err_len, "contains a control character");
             return -EINVAL;
         }
+        if (c > 0x7f && key->type == CONFIG_OPT_TEXT) {
+            set_error(err, err_len, "not printable ASCII");
+            return -EINVAL;
+        }
         if (c == '#' && i > 0 && is_blank(text[i - 1])) {
             set_error(err, err_len, "contains '#' after a blank, which starts a comment");
             return -EINVAL;
@@ -320,6 +337,7 @@ static int set_value(struct config *cfg, const struct config_key *key, const cha
         return rc;
     case CONFIG_STRING:
     case CONFIG_ADDRESS:
+    case CONFIG_OPT_TEXT:
         return set_string(key, text, len, field, err, err_len);
     case CONFIG_NAMED: {
         size_t n = 0;
@@ -355,6 +373,10 @@ int config_set(struct config *cfg, const char *key, const char *value, char *err
     }
     size_t len = strlen(value);
     trim(&value, &len);
+    if (len == 0 && row->type == CONFIG_OPT_TEXT) {
+        memset((char *)cfg + row->offset, 0, CONFIG_STR_MAX);
+        return 0;
+    }
     if (len == 0) {
         set_error(err, err_len, "empty value");
         return -EINVAL;
@@ -568,6 +590,7 @@ static void format_value(const struct config *cfg, const struct config_key *key,
         return;
     case CONFIG_STRING:
     case CONFIG_ADDRESS:
+    case CONFIG_OPT_TEXT:
         /* The precision bounds the read if code stored an unterminated string. */
         snprintf(out, out_len, "%.*s", CONFIG_STR_MAX, field);
         return;

@@ -27,6 +27,11 @@ enum store_flush {
     STORE_FLUSH_ASYNC = 1,
 };
 
+enum client_id_format {
+    CLIENT_ID_FORMAT_ANY = 0,
+    CLIENT_ID_FORMAT_GROUP_DEVICE = 1, /* GroupID@@@DeviceID (core/iot.h) */
+};
+
 struct config {
     /* listener.tcp.* */
     uint16_t tcp_port;                   /* listener.tcp.port, 1883; 0 = pick a free port */
@@ -63,6 +68,11 @@ struct config {
     uint32_t connect_timeout_ms;         /* mqtt.connect_timeout_ms, 10000 */
     uint32_t max_client_id_len;          /* mqtt.max_client_id_len, 256, 23..65535 */
     uint32_t output_buffer_max;          /* mqtt.output_buffer_max, 4194304 bytes per connection */
+    char redirect_to[CONFIG_STR_MAX];    /* mqtt.redirect_to, "" = serve; else CONNACK 0x9C/0x9D */
+    bool redirect_permanent;             /* mqtt.redirect_permanent, false: 0x9C; true: 0x9D */
+    char response_information[CONFIG_STR_MAX]; /* mqtt.response_information, "" = not sent */
+    bool p2p;                            /* mqtt.p2p, false: {parent}/p2p/{id} topics (iot.h) */
+    enum client_id_format client_id_format; /* mqtt.client_id_format, any|group_device */
 };
 
 /* Fills `cfg` with every default. */

@@ -68,10 +68,7 @@ static void reject_oversize(struct shard *s, struct conn *c, uint32_t frame_len)
     if (c->version == MQTT_V5 && c->state == CONN_ACTIVE) {
         struct mqtt_packet pkt = { .type = MQTT_DISCONNECT };
         pkt.reason.rc = MQTT_RC_PACKET_TOO_LARGE;
-        uint32_t n = codec_size(&pkt, MQTT_V5);
-        uint8_t *p = conn_out_reserve(s, c, n);
-        if (p != NULL)
-            codec_encode(&pkt, MQTT_V5, p);
+        (void)session_write_packet(s, c, &pkt); /* Best effort (with its Reason String). */
     }
     if (c->session != NULL)
         session_conn_lost(s, c, true);

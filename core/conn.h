@@ -62,6 +62,7 @@ struct conn {
     uint32_t keepalive_ms;   /* 0 = no keepalive */
     uint64_t closing_ms;     /* when CLOSING began: flushing is cut off after a deadline */
     uint32_t max_packet_out; /* client's Maximum Packet Size (v5), else MQTT_VARINT_MAX + 5 */
+    bool is_problem_info_off; /* v5 CONNECT said Request Problem Information = 0 */
     uint16_t handoff_target; /* home shard while CONN_HANDOFF */
     struct conn_alias *aliases; /* mqtt.max_topic_alias entries, allocated on first use */
     struct topicalias_out alias_out; /* server -> client aliases (v5; core/topicalias.h) */

@@ -15,6 +15,7 @@
 
 #include "core/codec.h"
 #include "core/conn.h"
+#include "core/iot.h"
 #include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
@@ -59,6 +60,35 @@ static bool refuse_connect(struct shard *s, struct conn *c, enum mqtt_rc v5_rc,
     (void)session_write_packet(s, c, &pkt); /* Best effort: we close either way. */
     conn_close(s, c, what);
     return false;
+}
+
+/* mqtt.redirect_to: every CONNECT is answered with CONNACK 0x9C Use another server (0x9D
+ * Server moved with mqtt.redirect_permanent) carrying the Server Reference (v5), or 0x03
+ * Server unavailable (v3, which has no redirect), and the connection closes. */
+static bool redirect_connect(struct shard *s, struct conn *c)
+{
+    const struct config *cfg = s->cfg;
+    enum mqtt_rc rc = cfg->redirect_permanent ? MQTT_RC_SERVER_MOVED : MQTT_RC_USE_ANOTHER_SERVER;
+    LOG_INFO("conn", "connect_redirected conn=%s version=%u rc=0x%02x to=%s", c->label,
+             c->version, c->version == MQTT_V5 ? (unsigned)rc : MQTT_V3_SERVER_UNAVAILABLE,
+             cfg->redirect_to);
+    struct mqtt_packet pkt = { .type = MQTT_CONNACK };
+    pkt.connack.rc = c->version == MQTT_V5 ? (uint8_t)rc : (uint8_t)MQTT_V3_SERVER_UNAVAILABLE;
+    if (c->version == MQTT_V5) {
+        pkt.connack.props.present = 1ull << MQTT_PROP_SERVER_REFERENCE;
+        pkt.connack.props.server_reference = slice_from_cstr(cfg->redirect_to);
+    }
+    (void)session_write_packet(s, c, &pkt); /* Best effort: we close either way. */
+    conn_close(s, c, "redirected");
+    return false;
+}
+
+/* True if a message to `topic` is a P2P message (mqtt.p2p, core/iot.h): such messages are
+ * never retained, so their retain flag is cleared before they are logged. */
+static bool is_p2p_topic(const struct shard *s, struct slice topic)
+{
+    struct slice target;
+    return s->cfg->p2p && iot_p2p_target(topic, &target);
 }
 
 static bool send_ack(struct shard *s, struct conn *c, uint8_t type, uint16_t packet_id,
@@ -220,8 +250,8 @@ struct connack_grant {
     bool expiry_changed;     /* 3.2.2.3.2: mqtt.session_expiry_max capped it */
 };
 
-static bool write_connack(struct shard *s, struct conn *c, bool present, struct slice assigned,
-                          const struct connack_grant *g)
+static bool write_connack(struct shard *s, struct conn *c, const struct mqtt_connect *cn,
+                          bool present, struct slice assigned, const struct connack_grant *g)
 {
     struct mqtt_packet pkt = { .type = MQTT_CONNACK };
     pkt.connack.session_present = present;
@@ -229,17 +259,20 @@ static bool write_connack(struct shard *s, struct conn *c, bool present, struct 
         struct mqtt_props *p = &pkt.connack.props;
         const struct config *cfg = s->cfg;
         p->present = (1ull << MQTT_PROP_RECEIVE_MAX) | (1ull << MQTT_PROP_MAX_PACKET_SIZE) |
-                     (1ull << MQTT_PROP_SHARED_SUB_AVAILABLE);
+                     (1ull << MQTT_PROP_SHARED_SUB_AVAILABLE) |
+                     (1ull << MQTT_PROP_RETAIN_AVAILABLE) |
+                     (1ull << MQTT_PROP_WILDCARD_SUB_AVAILABLE) |
+                     (1ull << MQTT_PROP_SUB_ID_AVAILABLE);
+        /* Said explicitly though 1 is the default: clients and tools show what they got. */
+        p->retain_available = cfg->retain_available ? 1 : 0;
+        p->wildcard_sub_available = 1;
+        p->sub_id_available = 1;
         p->receive_max = (uint16_t)MIN(cfg->max_inflight, 65535u);
         p->max_packet_size = cfg->max_packet_size;
         p->shared_sub_available = 0; /* $share arrives with the shared subscription work. */
         if (cfg->max_topic_alias > 0) {
             p->present |= 1ull << MQTT_PROP_TOPIC_ALIAS_MAX;
             p->topic_alias_max = (uint16_t)cfg->max_topic_alias;
-        }
-        if (!cfg->retain_available) {
-            p->present |= 1ull << MQTT_PROP_RETAIN_AVAILABLE;
-            p->retain_available = 0;
         }
         if (cfg->max_qos < 2) { /* MQTT-3.2.2-9: absent means 2. */
             p->present |= 1ull << MQTT_PROP_MAX_QOS;
@@ -256,6 +289,12 @@ static bool write_connack(struct shard *s, struct conn *c, bool present, struct 
         if (g->expiry_changed) {
             p->present |= 1ull << MQTT_PROP_SESSION_EXPIRY;
             p->session_expiry = g->expiry_s;
+        }
+        /* MAY (3.2.2.3.15): only on request, and only when configured. */
+        if (mqtt_props_has(&cn->props, MQTT_PROP_REQUEST_RESPONSE_INFO) &&
+            cn->props.request_response_info == 1 && cfg->response_information[0] != '\0') {
+            p->present |= 1ull << MQTT_PROP_RESPONSE_INFO;
+            p->response_info = slice_from_cstr(cfg->response_information);
         }
     }
     return session_write_packet(s, c, &pkt);
@@ -329,7 +368,7 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         return MQTT_RC_PAYLOAD_FORMAT_INVALID;
     sess->will = msg_create(cn->will.topic, cn->will.payload,
                             c->version == MQTT_V5 ? &cn->will.props : NULL, id, cn->will.qos,
-                            cn->will.retain, s->id);
+                            cn->will.retain && !is_p2p_topic(s, cn->will.topic), s->id);
     if (sess->will == NULL)
         return MQTT_RC_SERVER_BUSY;
     return MQTT_RC_SUCCESS;
@@ -341,6 +380,20 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
     char assigned_buf[CLIENT_ID_ASSIGNED_MAX];
     struct slice id = cn->client_id;
     struct slice assigned = { NULL, 0 };
+    if (c->version == MQTT_V5) {
+        /* Known before any CONNACK: they bound what the server may add to it. */
+        c->is_problem_info_off = mqtt_props_has(&cn->props, MQTT_PROP_REQUEST_PROBLEM_INFO) &&
+                                 cn->props.request_problem_info == 0;
+        if (mqtt_props_has(&cn->props, MQTT_PROP_MAX_PACKET_SIZE))
+            c->max_packet_out = cn->props.max_packet_size;
+    }
+    if (s->cfg->redirect_to[0] != '\0')
+        return redirect_connect(s, c);
+    uint16_t group_len = 0;
+    if (s->cfg->client_id_format == CLIENT_ID_FORMAT_GROUP_DEVICE &&
+        !iot_group_device_parse(id, &group_len))
+        return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
+                              "client id not GroupID@@@DeviceID");
     if (id.len > s->cfg->max_client_id_len)
         return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
                               "client id too long");
@@ -369,6 +422,7 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
     if (sess == NULL)
         return refuse_connect(s, c, MQTT_RC_SERVER_BUSY, MQTT_V3_SERVER_UNAVAILABLE,
                               "out of memory");
+    sess->group_len = group_len;
     enum mqtt_rc rc = configure_session(s, c, sess, cn, id);
     if (rc != MQTT_RC_SUCCESS) {
         if (!present)
@@ -385,13 +439,15 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
         .expiry_s = sess->expiry_s,
         .expiry_changed = c->version == MQTT_V5 && sess->expiry_s != connect_expiry(cn),
     };
-    if (!write_connack(s, c, present, assigned, &grant)) {
+    if (!write_connack(s, c, cn, present, assigned, &grant)) {
         session_attach(s, sess, c);
         return fail(s, c, MQTT_RC_UNSPECIFIED, "output full at CONNACK");
     }
     s->stats.connects++;
-    LOG_INFO("session", "connect client=%s conn=%s version=%u clean=%d present=%d keepalive=%u",
-             sess->client_id, c->label, c->version, cn->clean_start, present, keepalive);
+    LOG_INFO("session",
+             "connect client=%s conn=%s version=%u clean=%d present=%d keepalive=%u%s%.*s",
+             sess->client_id, c->label, c->version, cn->clean_start, present, keepalive,
+             group_len > 0 ? " group=" : "", (int)group_len, sess->client_id);
     session_attach(s, sess, c);
     return true;
 }
@@ -573,7 +629,7 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
     struct msg *m = msg_create(topic, p->payload, c->version == MQTT_V5 ? &p->props : NULL,
                                (struct slice){ (const uint8_t *)sess->client_id,
                                                sess->client_id_len },
-                               p->qos, p->retain, s->id);
+                               p->qos, p->retain && !is_p2p_topic(s, topic), s->id);
     if (m == NULL) {
         if (p->qos == 2)
             (void)session_qos2_remove(sess, p->packet_id);

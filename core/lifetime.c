@@ -81,3 +81,9 @@ void lifetime_retained_scan(struct shard *s)
         LOG_INFO("retain", "expired count=%u", sc->expired_len);
     free(sc);
 }
+
+void lifetime_props_out(const struct msg *m, struct mqtt_props *props)
+{
+    if (mqtt_props_has(&m->props, MQTT_PROP_MESSAGE_EXPIRY))
+        props->message_expiry = MAX(lifetime_msg_left_s(m, base_wall_ns()), 1u);
+}

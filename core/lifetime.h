@@ -18,6 +18,7 @@
 
 struct shard;
 struct msg;
+struct mqtt_props;
 
 #define LIFETIME_NO_EXPIRY UINT32_MAX     /* a message without Message Expiry Interval */
 #define LIFETIME_NEVER UINT32_MAX         /* session expiry: the session never expires */
@@ -37,6 +38,11 @@ static inline bool lifetime_msg_expired(const struct msg *m, uint64_t now_ns)
 {
     return lifetime_msg_left_s(m, now_ns) == 0;
 }
+
+/* Sets the Message Expiry Interval in `props` (a copy of m->props going out in a PUBLISH) to
+ * the seconds `m` has left now, at least 1: a delivery that has started goes out even past
+ * its expiry (MQTT-3.3.2-6). No-op for a message without one. */
+void lifetime_props_out(const struct msg *m, struct mqtt_props *props);
 
 /* The session expiry the server uses: the client's `asked_s` (LIFETIME_NEVER = never) capped
  * at `max_s` (mqtt.session_expiry_max). Pure. */

@@ -10,6 +10,7 @@
 
 #include "core/catchup.h"
 #include "core/codec_props.h"
+#include "core/iot.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/recovery.h"
@@ -161,10 +162,22 @@ static void collect_filter(void *ctx, void *owner, uint8_t options, uint32_t sub
         c->ids[c->count++] = f->queue_id;
 }
 
-/* The queues a record of `topic` goes to: its topic's, then every registered filter's. */
-static uint32_t queues_of(const struct persist *p, struct slice topic, uint64_t *ids,
+uint64_t persist_p2p_queue(struct slice client_id)
+{
+    return consumeq_queue_id(CONSUMEQ_KIND_P2P, client_id);
+}
+
+/* The queues a record of `topic` goes to: its topic's, then every registered filter's; a P2P
+ * message (mqtt.p2p, core/iot.h) only its target's P2P queue, as no subscription reads it. */
+static uint32_t queues_of(const struct shard *s, struct slice topic, uint64_t *ids,
                           uint32_t cap)
 {
+    const struct persist *p = &s->persist;
+    struct slice target;
+    if (s->cfg->p2p && iot_p2p_target(topic, &target)) {
+        ids[0] = persist_p2p_queue(target);
+        return 1;
+    }
     struct qid_collect c = { ids, 1, cap };
     ids[0] = consumeq_queue_id(CONSUMEQ_KIND_TOPIC, topic);
     if (p->filter_count > 0)
@@ -214,7 +227,7 @@ void persist_on_append(struct shard *s, const struct msg *m)
     if (m->qos == 0)
         return; /* QoS 0 is not indexed: nobody reads it back (see the header). */
     uint64_t ids[CONSUMEQ_RECORD_QUEUES_MAX];
-    uint32_t n = queues_of(p, m->topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
+    uint32_t n = queues_of(s, m->topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
     if (!pending_reserve(p, n)) {
         p->stats.index_errors++;
         LOG_ERROR("persist", "index_oom log_off=%llu", (unsigned long long)m->log_off);
@@ -289,7 +302,7 @@ static int replay_record(void *ctx, uint64_t off, const uint8_t *rp,
     if (!record_decode_message(rp, h, &rm) || !topic_name_valid(rm.topic))
         return 0; /* Recovery reported it already; nothing to index. */
     uint64_t ids[CONSUMEQ_RECORD_QUEUES_MAX];
-    uint32_t n = queues_of(p, rm.topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
+    uint32_t n = queues_of(rc->s, rm.topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
     struct consumeq_record rec = { .log_off = off, .timestamp_ns = rm.timestamp_ns,
                                    .record_len = h->total_len,
                                    .topic_hash = consumeq_topic_hash(rm.topic) };

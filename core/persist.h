@@ -9,9 +9,10 @@
  * a session that was offline or behind; that is what Mosquitto does by default too, and it
  * keeps the index off the QoS 0 fast path):
  * the queue of its exact topic, and the queue of every wildcard filter that a persistent
- * session holds anywhere (the registry below). Once the log is visible up to the record
- * (durable with store.flush = sync, written with async), the record is appended to the index,
- * in log order. QoS 1/2 messages are routed at that same moment (core/dispatch.c), which is
+ * session holds anywhere (the registry below); a P2P message (mqtt.p2p, core/iot.h) only the
+ * P2P queue of its target client id, which every persistent session reads. Once the log is
+ * visible up to the record (durable with store.flush = sync, written with async), the record is
+ * appended to the index, in log order. QoS 1/2 messages are routed at that same moment (core/dispatch.c), which is
  * what makes a session's switch from reading the log to live delivery exact for them (see
  * catch-up).
  *
@@ -178,6 +179,9 @@ void persist_tick(struct shard *s);
 void persist_filter_hold(struct shard *s, struct slice filter, int32_t delta);
 /* The queue a subscription with `filter` reads: its wildcard filter's, or its topic's. */
 uint64_t persist_filter_queue(struct slice filter);
+/* The queue of the P2P messages addressed to `client_id` (core/iot.h): every persistent
+ * session reads its own when it catches up (mqtt.p2p on). */
+uint64_t persist_p2p_queue(struct slice client_id);
 void persist_on_filter_note(struct shard *s, const struct persist_filter_note *n);
 /* Reclaim of a NOTE_FILTER the sender posted. */
 void persist_filter_note_release(struct persist_filter_note *n);

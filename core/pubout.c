@@ -7,6 +7,7 @@
 
 #include "core/codec.h"
 #include "core/conn.h"
+#include "core/lifetime.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
 #include "core/session.h"
@@ -101,6 +102,7 @@ bool pubout_write(struct shard *s, struct conn *c, const struct msg *m,
     p->props = m->props;
     p->props.sub_ids = ids;
     p->props.sub_id_count = id_count;
+    lifetime_props_out(m, &p->props);
     uint16_t alias = 0;
     enum topicalias_verdict verdict = topicalias_pick(&c->alias_out, m->topic, &alias);
     if (verdict != TOPICALIAS_NONE) {

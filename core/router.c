@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/iot.h"
 #include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
@@ -57,6 +58,25 @@ static void collect(void *ctx, void *owner, uint8_t options, uint32_t sub_id)
     s->matches[s->match_len++] =
         (struct route_match){ .sess = sess, .qos = qos, .retain_as_published = rap,
                               .sub_id = sub_id };
+}
+
+/* A P2P message (core/iot.h) on its target's home shard: to that session only, if any. */
+static void deliver_p2p(struct shard *s, const struct msg *m, struct slice target)
+{
+    ASSERT(shard_home(s, target) == s->id);
+    struct session *sess = session_find(s->sessions, target);
+    if (sess == NULL) {
+        s->stats.p2p_no_target++;
+        return;
+    }
+    s->stats.p2p_delivered++;
+    session_deliver(s, sess, m, m->qos, false, 0);
+}
+
+/* If `m` is a P2P message, sets *target and returns true. */
+static bool p2p_target(const struct shard *s, const struct msg *m, struct slice *target)
+{
+    return s->cfg->p2p && iot_p2p_target(m->topic, target);
 }
 
 static void deliver_local(struct shard *s, const struct msg *m)
@@ -151,6 +171,17 @@ void router_route(struct shard *s, struct msg *m)
 {
     ASSERT(m->owner_shard == s->id && m->origin_shard == s->id);
     s->stats.publishes_in++;
+    struct slice target;
+    if (p2p_target(s, m, &target)) {
+        /* Only the target's home shard can hold its session: no broadcast, never retained
+         * (core/dispatch.c cleared the flag before the message was logged). */
+        uint16_t home = shard_home(s, target);
+        if (home == s->id)
+            deliver_p2p(s, m, target);
+        else
+            shard_post(s, home, (struct note){ .kind = NOTE_PUBLISH, .ptr = msg_ref(m) });
+        return;
+    }
     deliver_local(s, m);
     for (uint16_t i = 0; i < s->count; i++) {
         if (i == s->id)
@@ -164,6 +195,11 @@ void router_route(struct shard *s, struct msg *m)
 
 void router_on_note(struct shard *s, const struct msg *m)
 {
+    struct slice target;
+    if (p2p_target(s, m, &target)) {
+        deliver_p2p(s, m, target);
+        return;
+    }
     deliver_local(s, m);
     if (m->retain)
         retain_update(s, m);

@@ -16,12 +16,14 @@
 #include "core/catchup.h"
 #include "core/dispatch.h"
 #include "core/hash.h"
+#include "core/iot.h"
 #include "core/lifetime.h"
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
 #include "core/persist.h"
 #include "core/pubout.h"
+#include "core/reason.h"
 #include "core/recovery.h"
 #include "core/router.h"
 #include "core/shard.h"
@@ -284,6 +286,12 @@ int session_sub_remove(struct session *sess, struct slice filter)
 
 bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_packet *pkt)
 {
+    struct mqtt_packet with_reason;
+    if (c->version == MQTT_V5 && reason_is_failure(pkt)) {
+        with_reason = *pkt;
+        if (reason_attach(&with_reason, !c->is_problem_info_off, c->max_packet_out))
+            pkt = &with_reason;
+    }
     uint32_t n = codec_size(pkt, c->version);
     ASSERT(n > 0);
     uint8_t *p = conn_out_reserve(s, c, n);
@@ -364,10 +372,7 @@ bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m,
     pkt.publish.payload = m->payload;
     if (c->version == MQTT_V5) {
         pkt.publish.props = m->props;
-        /* MQTT-3.3.2-6: the seconds left. A delivery already started (a re-send) goes out
-         * even past its expiry, with at least 1. */
-        if (mqtt_props_has(&m->props, MQTT_PROP_MESSAGE_EXPIRY))
-            pkt.publish.props.message_expiry = MAX(lifetime_msg_left_s(m, base_wall_ns()), 1u);
+        lifetime_props_out(m, &pkt.publish.props);
         if (sub_id != 0) {
             pkt.publish.props.sub_ids = &sub_id;
             pkt.publish.props.sub_id_count = 1;
@@ -654,7 +659,15 @@ void session_deliver_logged(struct shard *s, struct session *sess, const struct 
     bool rap = false;
     uint8_t best = 0;
     uint32_t sub_id = 0;
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
+    struct slice target;
+    bool is_p2p = s->cfg->p2p && iot_p2p_target(m->topic, &target);
+    if (is_p2p) {
+        /* Read through the session's P2P queue: for it only, at its QoS (core/iot.h). */
+        matched = target.len == sess->client_id_len &&
+                  memcmp(target.ptr, sess->client_id, target.len) == 0;
+        best = 2;
+    }
+    for (uint32_t i = 0; !is_p2p && i < sess->sub_count; i++) {
         const struct session_sub *sub = &sess->subs[i];
         if (!topic_match((struct slice){ (const uint8_t *)sub->filter, sub->filter_len },
                          m->topic))

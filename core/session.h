@@ -67,6 +67,8 @@ struct session_origin {
 struct session {
     char *client_id;         /* owned, NUL-terminated */
     uint16_t client_id_len;
+    uint16_t group_len;      /* mqtt.client_id_format = group_device: the GroupID prefix of
+                              * client_id (set at each CONNECT), else 0 */
     uint64_t hash;
     struct session *hash_next;
     struct conn *conn;       /* NULL while offline */
@@ -159,7 +161,8 @@ bool session_qos2_remove(struct session *sess, uint16_t packet_id);
 bool session_write_publish(struct shard *s, struct conn *c, const struct msg *m, uint8_t qos,
                            bool retain, bool dup, uint16_t packet_id, uint32_t sub_id);
 
-/* Writes a packet without payload-sized parts (acks, CONNACK, DISCONNECT...) to `c`.
+/* Writes a packet without payload-sized parts (acks, CONNACK, DISCONNECT...) to `c`. A v5
+ * failure gets its Reason String where the client allows it (core/reason.h).
  * Returns false when the output has no room. */
 bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_packet *pkt);
 

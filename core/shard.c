@@ -680,6 +680,10 @@ static void *shard_thread(void *arg)
                  (unsigned long long)s->stats.log_full,
                  (unsigned long long)s->stats.backlog_holds, (unsigned long long)s->log.writes,
                  (unsigned long long)s->log.bytes_written);
+        if (s->cfg->p2p)
+            LOG_INFO("shard", "stopped_p2p delivered=%llu no_target=%llu",
+                     (unsigned long long)s->stats.p2p_delivered,
+                     (unsigned long long)s->stats.p2p_no_target);
     }
     persist_close(s);
     if (s->log.dir[0] != '\0')

@@ -66,6 +66,8 @@ struct note_backlog {
 
 /* Counters of one shard (read by its own thread; reported at shutdown and by later $SYS). */
 struct shard_stats {
+    uint64_t p2p_delivered;      /* P2P messages given to their target's session (mqtt.p2p) */
+    uint64_t p2p_no_target;      /* P2P messages whose target has no session on its home */
     uint64_t accepted;
     uint64_t connects;
     uint64_t closed;

@@ -56,7 +56,8 @@ void consumeq_report(const struct consumeq *q, const char *fmt, ...)
 
 uint64_t consumeq_queue_id(enum consumeq_kind kind, struct slice name)
 {
-    ASSERT(kind == CONSUMEQ_KIND_TOPIC || kind == CONSUMEQ_KIND_FILTER);
+    ASSERT(kind == CONSUMEQ_KIND_TOPIC || kind == CONSUMEQ_KIND_FILTER ||
+           kind == CONSUMEQ_KIND_P2P);
     uint64_t id = hash_bytes_seeded(name.ptr, name.len, (uint64_t)kind);
     return id == 0 ? 1 : id;
 }

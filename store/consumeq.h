@@ -140,6 +140,7 @@ struct consumeq_record {
 enum consumeq_kind {
     CONSUMEQ_KIND_TOPIC = 't',   /* the queue of one exact topic name */
     CONSUMEQ_KIND_FILTER = 'f',  /* the queue of one wildcard filter */
+    CONSUMEQ_KIND_P2P = 'p',     /* the P2P queue of one client id (core/iot.h); implicit */
 };
 
 /* Called with one line about a problem found on disk (corrupt run, leftover temp file, failed

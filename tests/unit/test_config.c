@@ -659,7 +659,12 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "mqtt.validate_utf8_payload = false\n"
                                    "mqtt.connect_timeout_ms = 10000\n"
                                    "mqtt.max_client_id_len = 256\n"
-                                   "mqtt.output_buffer_max = 4194304\n";
+                                   "mqtt.output_buffer_max = 4194304\n"
+                                   "mqtt.redirect_to = \n"
+                                   "mqtt.redirect_permanent = false\n"
+                                   "mqtt.response_information = \n"
+                                   "mqtt.p2p = false\n"
+                                   "mqtt.client_id_format = any\n";
     cr_assert_str_eq(text, expected);
     free(text);
 }
@@ -675,6 +680,8 @@ Test(config, print_then_load_gives_the_same_config)
         "mqtt.max_queued_messages=77", "mqtt.keepalive_max=30", "mqtt.max_topic_alias=0",
         "mqtt.retain_available=off", "mqtt.connect_timeout_ms=2500",
         "mqtt.max_client_id_len=64", "mqtt.output_buffer_max=131072",
+        "mqtt.redirect_to=other.example:8883", "mqtt.redirect_permanent=on",
+        "mqtt.response_information=resp/", "mqtt.p2p=on", "mqtt.client_id_format=group_device",
     };
     struct config cfg;
     char err[CONFIG_ERR_MAX];
@@ -695,4 +702,25 @@ Test(config, print_then_load_gives_the_same_config)
     cr_assert_eq(back.store_retention_bytes, UINT64_C(1099511627776));
     cr_assert_eq(back.store_retention_hours, 1);
     free(text);
+}
+
+Test(config, optional_text_may_be_empty_and_must_be_printable_ascii)
+{
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    config_defaults(&cfg);
+    cr_assert_str_eq(cfg.redirect_to, "");
+    cr_assert_eq(cfg.p2p, false);
+    cr_assert_eq(cfg.client_id_format, CLIENT_ID_FORMAT_ANY);
+    cr_assert_eq(config_set(&cfg, "mqtt.redirect_to", "b.example:1883", err, sizeof(err)), 0);
+    cr_assert_str_eq(cfg.redirect_to, "b.example:1883");
+    cr_assert_eq(config_set(&cfg, "mqtt.redirect_to", "  ", err, sizeof(err)), 0);
+    cr_assert_str_eq(cfg.redirect_to, "");
+    cr_assert_eq(config_set(&cfg, "mqtt.response_information", "caf\xc3\xa9", err,
+                            sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "not printable ASCII");
+    cr_assert_eq(config_set(&cfg, "store.dir", "", err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "empty value");
+    cr_assert_eq(config_set(&cfg, "mqtt.client_id_format", "groups", err, sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "not one of any|group_device");
 }
