@@ -3,7 +3,8 @@
 - CONNACK properties (receive maximum, maximum packet size, topic alias maximum, retain /
   wildcard / subscription identifier / shared subscription available, assigned client id,
   server keep alive, response information), checked byte-exact with raw packets and as paho
-  MQTTv5 reports them.
+  MQTTv5 reports them; an Authentication Method is refused with 0x8C; a retained PUBLISH is
+  DISCONNECT 0x9A when retain is unavailable.
 - Reason strings on failures, and the Request Problem Information = 0 rule (MQTT-3.1.2-29):
   none on PUBCOMP/SUBACK then, still on CONNACK and DISCONNECT; never past the client's
   Maximum Packet Size.
@@ -207,6 +208,14 @@ class ConnackPropertiesCases:
         self.assertEqual(session.rc, 0)
         self.assertNotIn(P_RESPONSE_INFO, session.props)
 
+    def test_authentication_method_is_refused_with_0x8c(self):
+        # Enhanced authentication is not offered: MQTT-4.12 lets a server refuse a method it
+        # does not support with 0x8C.
+        session = RawSession(self, "auth-method", props=[(0x15, "SCRAM-SHA-1")])
+        self.assertEqual(session.rc, 0x8C)
+        self.assertEqual(session.props.get(P_REASON), "authentication method not supported")
+        session.expect_closed()
+
     def test_paho_sees_the_connack_properties(self):
         rc, props = paho_connack(self, "paho-props")
         self.assertEqual(rc.value, 0)
@@ -230,6 +239,14 @@ class ServerKeepaliveCases:
         self.assertEqual(session.props[P_RETAIN_AVAIL], 0)
         kept = RawSession(self, "ka-low", keepalive=20)
         self.assertNotIn(P_SERVER_KEEPALIVE, kept.props)
+
+    def test_retained_publish_is_refused_when_retain_is_unavailable(self):
+        session = RawSession(self, "no-retain")
+        self.assertEqual(session.props[P_RETAIN_AVAIL], 0)
+        session.raw.send(packet(PUBLISH, 0x01, encode_string("r/t") + encode_props([]) + b"x"))
+        body = session.expect(DISCONNECT)
+        self.assertEqual(body[0], 0x9A)  # MQTT-3.3.1-11: Retain not supported
+        session.expect_closed()
 
     def test_response_information_only_on_request(self):
         asked = RawSession(self, "resp-asked", props=[(P_REQ_RESPONSE, 1)])
