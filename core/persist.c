@@ -19,6 +19,7 @@
 #include "core/shard.h"
 #include "core/subtree.h"
 #include "core/topic.h"
+#include "io/uring.h"
 #include "store/consumeq.h"
 #include "store/journal.h"
 #include "store/logread.h"
@@ -409,6 +410,8 @@ int persist_open(struct shard *s)
     rc = logread_open(log_dir, &p->reader);
     if (rc < 0)
         return rc;
+    /* From here on (the loop runs) index runs are published through the ring. */
+    consumeq_attach_ring(p->index, &s->ring, uring_ud(URING_OP_INDEX_PUB, 0, 0));
     LOG_INFO("persist",
              "index_open shard=%u runs=%u entries=%llu queues=%llu covered=%llu replayed=%llu "
              "filters=%u ms=%llu",
@@ -433,6 +436,7 @@ void persist_close(struct shard *s)
                  (unsigned long long)p->stats.catchup_read_errors,
                  (unsigned long long)p->stats.lost_below_watermark);
     if (p->index != NULL) {
+        consumeq_attach_ring(p->index, NULL, 0); /* the loop is over: publish with blocking calls */
         int rc = consumeq_flush(p->index, covered_off(s));
         if (rc < 0)
             LOG_WARN("persist", "index_flush_failed shard=%u err=%d (replayed at start)", s->id,

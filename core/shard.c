@@ -36,6 +36,7 @@
 #include "core/router.h"
 #include "core/session.h"
 #include "core/subtree.h"
+#include "store/consumeq.h"
 
 #define SHARD_TICK_MS 250u
 #define SHARD_EXPIRY_SCAN_MS 1000u /* session expiry is in whole seconds */
@@ -368,6 +369,9 @@ static void handle_cqe(struct shard *s, struct io_uring_cqe *cqe)
     case URING_OP_STORE_READ:
         catchup_on_read(s, uring_ud_to_ptr(ud), cqe->res);
         break;
+    case URING_OP_INDEX_PUB:
+        consumeq_on_io(s->persist.index, ud, cqe->res);
+        break;
     case URING_OP_CANCEL:
     case URING_OP_WAKE:
     case URING_OP_WAKE_SENT:
@@ -476,7 +480,8 @@ static bool drained(struct shard *s)
         return false;
     if (commitlog_busy(&s->log) || s->waits_len > 0)
         return false; /* Everything appended reaches the disk before we go. */
-    if (s->persist.outstanding > 0 || s->persist.queue_len > 0 || s->persist.jobs > 0)
+    if (s->persist.outstanding > 0 || s->persist.queue_len > 0 || s->persist.jobs > 0 ||
+        (s->persist.index != NULL && consumeq_busy(s->persist.index)))
         return false; /* Catch-up requests and answers in flight come back first. */
     if (s->backlog_total > 0)
         return false;

@@ -31,6 +31,7 @@ enum uring_op {
     URING_OP_STORE_WRITE = 10, /* a commit log batch write */
     URING_OP_STORE_SYNC = 11,  /* a commit log datasync (store.flush = async) */
     URING_OP_STORE_READ = 12,  /* a catch-up read of the commit log: low 56 bits = pointer */
+    URING_OP_INDEX_PUB = 13,   /* fsync / rename / directory fsync of an index run */
 };
 
 static inline uint64_t uring_ud(enum uring_op op, uint32_t gen, uint32_t idx)

@@ -256,6 +256,11 @@ static int flush_raw(struct consumeq *q, uint64_t covered_off)
             rc = consumeq_run_writer_finish(&w, &meta, &q->runs[q->run_count]);
         else
             consumeq_run_writer_abort(&w);
+        if (rc == 0) {
+            rc = consumeq_pub_add(q, &q->runs[q->run_count], NULL, 0);
+            if (rc != 0)
+                consumeq_run_close(&q->runs[q->run_count]);
+        }
     }
     if (rc != 0) {
         q->entries_dropped_gc = dropped_gc;   /* nothing was dropped after all */
@@ -692,8 +697,11 @@ static struct consumeq *open_alloc(const struct consumeq_config *cfg)
     q->cursor_bufs = aligned_alloc(CONSUMEQ_RUN_BLOCK_LEN,
                                    (size_t)CONSUMEQ_RUN_MAX * CONSUMEQ_RUN_BLOCK_LEN);
     q->read_block = aligned_alloc(CONSUMEQ_RUN_BLOCK_LEN, CONSUMEQ_RUN_BLOCK_LEN);
+    q->pubs = malloc(CONSUMEQ_PUB_MAX * sizeof(*q->pubs));
+    q->unlink_paths = malloc(CONSUMEQ_RUN_MAX * sizeof(*q->unlink_paths));
+    q->dir_fd = -1;
     if (q->slots == NULL || q->mem == NULL || q->mem_older == NULL || q->mem_order == NULL ||
-        q->dirty_ids == NULL ||
+        q->dirty_ids == NULL || q->pubs == NULL || q->unlink_paths == NULL ||
         q->io_buf == NULL || q->cursor_bufs == NULL || q->read_block == NULL) {
         consumeq_close(q);
         return NULL;
@@ -873,6 +881,11 @@ void consumeq_close(struct consumeq *q)
 {
     if (q == NULL)
         return;
+    consumeq_pub_finish(q);
+    if (q->dir_fd >= 0)
+        (void)close(q->dir_fd);
+    free(q->pubs);
+    free(q->unlink_paths);
     for (uint32_t i = 0; i < q->run_count; i++)
         consumeq_run_close(&q->runs[i]);
     free(q->slots);
@@ -938,6 +951,8 @@ void consumeq_stats(const struct consumeq *q, struct consumeq_stats *out)
     out->gc_off = q->gc_off;
     out->flushes = q->flushes;
     out->compactions = q->compactions;
+    out->publications = q->publications;
+    out->publications_waiting = q->pub_count;
     out->entries_dropped_gc = q->entries_dropped_gc;
     out->entries_dropped_queue = q->entries_dropped_queue;
 }

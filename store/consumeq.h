@@ -25,6 +25,7 @@
  * and 36 bytes of memory per entry, 71 bytes of memory per queue.
  *
  * Files: consumeq.c (table, buffer, appends, reads, flush, open), consumeq_compact.c (merges),
+ * consumeq_pub.c (publication),
  * consumeq_run.c (the run file format); consumeq_impl.h and consumeq_run.h are internal.
  *
  * Ordering rules the caller must keep (they make queue offsets and recovery deterministic):
@@ -79,10 +80,21 @@
  * restart at 0 from the oldest retained record; a session that also kept the log offset of its
  * position can find its new queue offset with consumeq_seek_log.
  *
+ * Publication. A flush or merge writes its run to a temp file (page cache) and uses it at
+ * once; making it durable under its name - fsync, rename, fsync of the directory - is a
+ * separate step. With a ring attached (consumeq_attach_ring, the shard's) those three go
+ * through the ring as linked operations, one run at a time in sequence order, while the shard
+ * goes on (consumeq_on_io takes the completions; a merge's inputs are
+ * unlinked, through the ring too, once its output is published). Until then a crash leaves the previous runs and
+ * their checkpoint, and recovery replays more of the log: nothing is lost, since the index is
+ * derived from the log. A failed publication is reported and stops further ones (a later run
+ * would leave a gap in the sequence); the on-disk index then stays at its last published run.
+ * Without a ring (tests, tools) runs are published at once with blocking calls.
+ *
  * Known limitations of this version:
- *   - Run files use plain blocking syscalls (pwrite, pread, fsync, rename, unlink) on the
- *     calling shard; a flush or compaction stalls the shard for its duration. They move to the
- *     shard's io_uring (and compaction to a background step of bounded work) later.
+ *   - Writing a run (pwrite into the page cache), reading runs (pread) and merging them are
+ *     blocking calls on the calling shard; a large merge stalls it for its duration. Merges
+ *     are size-tiered, so large ones are rare; they move to bounded background steps later.
  *   - A read costs one pread per run that may hold the queue (no bloom filters yet); the number
  *     of runs is bounded by CONSUMEQ_RUN_MAX and kept low by compaction.
  *   - Reading a queue's newest entries walks its chain in the write buffer (up to
@@ -97,6 +109,8 @@
 #include <sys/types.h>
 
 #include "core/base.h"
+
+struct io_uring;
 
 /* Limits (STYLE 7). Config values are checked against them in consumeq_open. */
 #define CONSUMEQ_FLUSH_ENTRIES_DEFAULT 131072u  /* write buffer: 6.2 MiB at 48 B an entry */
@@ -179,11 +193,28 @@ struct consumeq_stats {
     uint64_t gc_off;
     uint64_t flushes;
     uint64_t compactions;
+    uint64_t publications;           /* runs made durable under their name */
+    uint32_t publications_waiting;   /* runs written and in use, not yet published */
     uint64_t entries_dropped_gc;     /* by compaction, below the watermark */
     uint64_t entries_dropped_queue;  /* by flush or compaction, of dropped queues */
 };
 
 struct consumeq;
+
+#define CONSUMEQ_IO_UNLINK 1u  /* or-ed into user_data: an obsolete run's unlink */
+
+/* Publication through `ring` (the calling shard's), or with blocking calls when NULL (also
+ * from then on for what still waits). Its operations are prepared in the ring as runs are
+ * written and published (the caller submits them with its own); their completions carry
+ * `user_data` and go to consumeq_on_io. Not while consumeq_busy. */
+void consumeq_attach_ring(struct consumeq *q, struct io_uring *ring, uint64_t user_data);
+/* A completion of the index's operations: `user_data` is the one given to
+ * consumeq_attach_ring, possibly with CONSUMEQ_IO_UNLINK or-ed in (the caller passes the
+ * completion's user_data as it came). */
+void consumeq_on_io(struct consumeq *q, uint64_t user_data, int res);
+/* True while a publication is in the ring. A shard stops only once it is false, then
+ * detaches the ring (NULL) before its last flush and consumeq_close. */
+bool consumeq_busy(const struct consumeq *q);
 
 /* The queue id of `name` (borrowed) of `kind`; never 0. Stable across restarts. */
 uint64_t consumeq_queue_id(enum consumeq_kind kind, struct slice name);

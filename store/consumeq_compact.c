@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "store/segment.h"
 
 /* One input run being read a block at a time. */
 struct merge_cursor {
@@ -180,6 +179,8 @@ static void table_purge_tombstones(struct consumeq *q)
 int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
 {
     ASSERT(k >= 1 && a + k <= q->run_count);
+    if (k == 1 && consumeq_pub_waiting(q, &q->runs[a]))
+        return 0; /* Its replacement would take its very names: merge it once published. */
     bool is_full = a == 0 && k == q->run_count;
     uint64_t entry_count_max = 0;
     for (uint32_t i = a; i < a + k; i++)
@@ -191,6 +192,10 @@ int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
     uint64_t dropped_queue = q->entries_dropped_queue;
     struct consumeq_run merged;
     struct consumeq_run_writer w;
+    /* Inputs still waiting to be published never will be: the merged run replaces them. */
+    bool forgot = false;
+    for (uint32_t i = a; i < a + k; i++)
+        forgot |= consumeq_pub_forget(q, &q->runs[i]);
     int rc = consumeq_run_writer_begin(&w, q->dir, q->io_buf, &meta, entry_count_max);
     if (rc != 0)
         goto fail;
@@ -204,25 +209,19 @@ int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
     rc = consumeq_run_writer_finish(&w, &meta, &merged);
     if (rc != 0)
         goto fail;
-
-    /* The merged run is durable under its name; the inputs are now obsolete (open would
-     * delete them too if we crashed before the unlinks below are durable). A single input has
-     * the merged run's name: the rename already replaced it, and unlinking would delete the
-     * merged run. */
-    for (uint32_t i = a; i < a + k; i++) {
-        int unlink_rc = k == 1 ? 0 : consumeq_run_unlink(q->dir, &q->runs[i]);
-        if (unlink_rc != 0)
-            consumeq_report(q, "consumeq: unlink of an obsolete run failed: %s",
-                            strerror(-unlink_rc));
-        consumeq_run_close(&q->runs[i]);
+    /* Once the merged run is published the inputs are obsolete and go (open deletes them too
+     * if a crash comes first). A single input has the merged run's name: publishing it
+     * replaces the input, and unlinking would delete the merged run. */
+    rc = consumeq_pub_add(q, &merged, &q->runs[a], k == 1 ? 0 : k);
+    if (rc != 0) {
+        consumeq_run_close(&merged);
+        goto fail;
     }
+    for (uint32_t i = a; i < a + k; i++)
+        consumeq_run_close(&q->runs[i]);
     q->runs[a] = merged;
     memmove(&q->runs[a + 1], &q->runs[a + k], (q->run_count - a - k) * sizeof(q->runs[0]));
     q->run_count -= k - 1;
-    int sync_rc = segment_sync_dir(q->dir);
-    if (sync_rc != 0)
-        consumeq_report(q, "consumeq: directory fsync after compaction failed: %s",
-                        strerror(-sync_rc));
     if (is_full)
         table_purge_tombstones(q);
     q->gc_persisted_off = MAX(q->gc_persisted_off, meta.gc_off);
@@ -230,6 +229,10 @@ int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
     return 0;
 
 fail:
+    /* An input whose publication was forgotten above will never be on disk: a later run
+     * there would leave a gap in the sequence, so nothing more is published. */
+    if (forgot)
+        consumeq_pub_stop(q, rc);
     q->entries_dropped_gc = dropped_gc;
     q->entries_dropped_queue = dropped_queue;
     consumeq_report(q, "consumeq: compaction of %u runs failed: %s", k, strerror(-rc));

@@ -25,6 +25,25 @@ struct consumeq_slot {
 };
 STATIC_ASSERT(sizeof(struct consumeq_slot) == 32, "32 bytes a queue");
 
+#define CONSUMEQ_PUB_MAX (CONSUMEQ_RUN_MAX + 2u) /* runs waiting to be published */
+
+struct consumeq_pub_name {
+    uint64_t first_seq;
+    uint64_t last_seq;
+};
+
+/* A run written and in use, waiting to be published (store/consumeq_pub.c). */
+struct consumeq_pub {
+    int fd;                   /* a duplicate of the run's descriptor, for its fsync */
+    bool in_flight;           /* its operations are in the ring */
+    uint32_t done;            /* their completions so far */
+    int err;                  /* the first failure among them */
+    uint64_t first_seq;       /* its name (the temp name adds ".tmp") */
+    uint64_t last_seq;
+    uint32_t obsolete_count;  /* runs a merge replaced: removed once this one is published */
+    struct consumeq_pub_name obsolete[CONSUMEQ_RUN_MAX];
+};
+
 struct consumeq {
     char dir[CONSUMEQ_DIR_LEN_MAX + 1];
     uint32_t flush_entries;
@@ -65,6 +84,19 @@ struct consumeq {
     uint8_t *cursor_bufs;        /* CONSUMEQ_RUN_MAX blocks: compaction inputs */
     uint8_t *read_block;         /* one block: reads */
 
+    /* Publication: FIFO, oldest first; the head may be in flight. */
+    struct consumeq_pub *pubs;   /* CONSUMEQ_PUB_MAX */
+    uint32_t pub_count;
+    bool pub_failed;             /* a publication failed: nothing more is published */
+    struct io_uring *ring;       /* NULL: publish with blocking calls */
+    uint64_t ring_user_data;
+    int dir_fd;                  /* the directory, for its fsync through the ring */
+    char pub_tmp[CONSUMEQ_RUN_PATH_LEN];   /* the paths of the publication in flight */
+    char pub_final[CONSUMEQ_RUN_PATH_LEN];
+    char (*unlink_paths)[CONSUMEQ_RUN_PATH_LEN]; /* CONSUMEQ_RUN_MAX: unlinks in the ring */
+    uint32_t unlinks_in_flight;  /* they use unlink_paths[0, n) until all are done */
+    uint64_t publications;
+
     uint64_t flushes;
     uint64_t compactions;
     uint64_t entries_dropped_gc;
@@ -82,6 +114,23 @@ static inline bool consumeq_slot_is_dropped(const struct consumeq_slot *s)
 {
     return s->head_off == CONSUMEQ_RUN_HEAD_DROPPED;
 }
+
+/* Queues the run `run` that was just finished (its temp file) for publication;
+ * once it is published, the runs `obsolete` (a merge's inputs; names only) are removed.
+ * Without a ring it is published at once. Returns 0, or -errno when it could not be (reported;
+ * nothing more is published then, and the caller discards the run). */
+int consumeq_pub_add(struct consumeq *q, const struct consumeq_run *run,
+                     const struct consumeq_run *obsolete,
+                     uint32_t obsolete_count);
+/* `run` is being merged away: if it waits unpublished (not in flight), it never will be;
+ * returns whether it did. */
+bool consumeq_pub_forget(struct consumeq *q, const struct consumeq_run *run);
+/* Whether `run` waits for its publication (queued or in flight). */
+bool consumeq_pub_waiting(const struct consumeq *q, const struct consumeq_run *run);
+/* Stops publishing for good (reported with `err`): a run in use will never be on disk. */
+void consumeq_pub_stop(struct consumeq *q, int err);
+/* Publishes every waiting run with blocking calls (close; nothing in flight). */
+void consumeq_pub_finish(struct consumeq *q);
 
 /* Whether an entry survives a flush or compaction, judged by the in-memory table (it may be
  * ahead of the runs; see invariant 4 in consumeq.c). Counts what it drops. */

@@ -319,18 +319,8 @@ int consumeq_run_writer_finish(struct consumeq_run_writer *w, const struct consu
     header_fill(&w->run, w->chain, &h);
     memcpy(w->buf, &h, sizeof(h));
     rc = pwrite_all(w->fd, w->buf, CONSUMEQ_RUN_BLOCK_LEN, 0);
-    if (rc == 0 && fsync(w->fd) == -1)
-        rc = -errno;
-    if (rc == 0 && rename(w->tmp_path, w->final_path) == -1)
-        rc = -errno;
     if (rc != 0)
         goto fail;
-    /* From here the run is in the directory; only the directory entry may not be durable yet. */
-    rc = segment_sync_dir(w->dir);
-    if (rc != 0) {
-        (void)unlink(w->final_path); /* best effort: the caller keeps using the old runs */
-        goto fail_closed;
-    }
     /* A merge sizes its fences for every input entry; give back what dropped entries left. */
     struct consumeq_run_fence *fit =
         realloc(w->run.fences, MAX(w->run.entry_block_count, 1u) * sizeof(*w->run.fences));
@@ -346,7 +336,6 @@ int consumeq_run_writer_finish(struct consumeq_run_writer *w, const struct consu
 
 fail:
     (void)unlink(w->tmp_path); /* best effort: open deletes leftover temp files anyway */
-fail_closed:
     (void)close(w->fd); /* the file is being discarded */
     w->fd = -1;
     free(w->run.fences);
@@ -608,4 +597,13 @@ int consumeq_run_unlink(const char *dir, const struct consumeq_run *r)
     consumeq_run_name(r->meta.first_seq, r->meta.last_seq, name, sizeof(name));
     run_path(dir, name, path, sizeof(path));
     return unlink(path) == -1 ? -errno : 0;
+}
+
+int consumeq_run_publish(int fd, const char *tmp_path, const char *final_path, const char *dir)
+{
+    if (fsync(fd) == -1)
+        return -errno;
+    if (rename(tmp_path, final_path) == -1)
+        return -errno;
+    return segment_sync_dir(dir);
 }

@@ -110,12 +110,17 @@ int consumeq_run_writer_begin(struct consumeq_run_writer *w, const char *dir, ui
 int consumeq_run_writer_entry(struct consumeq_run_writer *w, const struct consumeq_entry *e);
 int consumeq_run_writer_queue(struct consumeq_run_writer *w, const struct consumeq_run_queue *r);
 
-/* Writes the header with `meta` (its checkpoint and watermark; same sequence range), fsyncs,
- * renames to the final name, fsyncs `dir`, and hands
- * the open run to *out (the caller owns it: consumeq_run_close). On error the temp file is
- * removed. Returns 0 or -errno. */
+/* Writes the rest of the run and its header with `meta` (its checkpoint and watermark; same
+ * sequence range) into the temp file (w->tmp_path; written, not yet durable) and hands the
+ * open run to *out (the caller owns it: consumeq_run_close); it is readable at once. The
+ * caller publishes it: consumeq_run_publish, or the same steps through a ring
+ * (store/consumeq_pub.c). On error the temp file is removed. Returns 0 or -errno. */
 int consumeq_run_writer_finish(struct consumeq_run_writer *w, const struct consumeq_run_meta *meta,
                                struct consumeq_run *out);
+
+/* Publishes a finished run: fsyncs `fd` (its temp file), renames `tmp_path` to `final_path`
+ * and fsyncs `dir`. Blocking. Returns 0 or -errno (the caller reports; the file is left). */
+int consumeq_run_publish(int fd, const char *tmp_path, const char *final_path, const char *dir);
 
 /* Closes and removes the temp file of an unfinished run. */
 void consumeq_run_writer_abort(struct consumeq_run_writer *w);
