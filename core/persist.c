@@ -662,8 +662,18 @@ void persist_tick(struct shard *s)
         p->next_flush_ms = s->now_ms + PERSIST_INDEX_FLUSH_MS;
         int rc = consumeq_flush(p->index, covered_off(s));
         if (rc == 0)
-            rc = consumeq_compact(p->index, CONSUMEQ_COMPACT_AUTO);
+            rc = consumeq_compact_start(p->index); /* persist_step carries it out */
         if (rc < 0)
             LOG_WARN("persist", "index_flush_failed shard=%u err=%d", s->id, rc);
     }
+}
+
+uint32_t persist_step(struct shard *s)
+{
+    if (s->persist.index == NULL)
+        return 0;
+    int rc = consumeq_compact_step(s->persist.index);
+    if (rc < 0)
+        LOG_WARN("persist", "index_compaction_failed shard=%u err=%d", s->id, rc);
+    return rc > 0;
 }

@@ -171,8 +171,12 @@ void persist_close(struct shard *s);
 void persist_on_append(struct shard *s, const struct msg *m);
 /* The log became visible further: indexes what it covers. */
 void persist_on_visible(struct shard *s);
-/* On the shard's tick: journals dirty session positions, flushes and compacts the index. */
+/* On the shard's tick: journals dirty session positions, flushes the index and starts a
+ * merge of its runs when one is due. */
 void persist_tick(struct shard *s);
+/* Once per loop iteration: a bounded step (CONSUMEQ_MERGE_STEP_ITEMS items) of the index
+ * merge in progress. Returns 1 while one is in progress, else 0. */
+uint32_t persist_step(struct shard *s);
 
 /* Registry: `delta` holders for `filter` (a valid filter; one without wildcards needs no
  * registration and is ignored), on every shard. */

@@ -881,6 +881,7 @@ void consumeq_close(struct consumeq *q)
 {
     if (q == NULL)
         return;
+    consumeq_compact_abort(q);
     consumeq_pub_finish(q);
     if (q->dir_fd >= 0)
         (void)close(q->dir_fd);

@@ -92,9 +92,9 @@
  * Without a ring (tests, tools) runs are published at once with blocking calls.
  *
  * Known limitations of this version:
- *   - Writing a run (pwrite into the page cache), reading runs (pread) and merging them are
- *     blocking calls on the calling shard; a large merge stalls it for its duration. Merges
- *     are size-tiered, so large ones are rare; they move to bounded background steps later.
+ *   - Writing a run (pwrite into the page cache) and reading runs (pread) are blocking calls
+ *     on the calling shard. A merge runs in bounded steps (consumeq_compact_step), each with
+ *     its block reads and writes.
  *   - A read costs one pread per run that may hold the queue (no bloom filters yet); the number
  *     of runs is bounded by CONSUMEQ_RUN_MAX and kept low by compaction.
  *   - Reading a queue's newest entries walks its chain in the write buffer (up to
@@ -306,7 +306,7 @@ void consumeq_set_gc(struct consumeq *q, uint64_t gc_off);
 int consumeq_flush(struct consumeq *q, uint64_t covered_off);
 
 enum consumeq_compact_mode {
-    CONSUMEQ_COMPACT_AUTO = 0,   /* merge only if the policy says so (call it on a tick) */
+    CONSUMEQ_COMPACT_AUTO = 0,   /* merge only if the policy says so */
     CONSUMEQ_COMPACT_FULL = 1,   /* merge every run into one */
 };
 
@@ -317,6 +317,17 @@ enum consumeq_compact_mode {
  * queues. Returns 1 if it merged, 0 if there was nothing to do, or -errno (the old runs stay
  * in use; -EBADMSG if a block went bad since open). */
 int consumeq_compact(struct consumeq *q, enum consumeq_compact_mode mode);
+
+/* The same as consumeq_compact(AUTO), in the background: flushes and, if a merge is due and
+ * none is in progress, starts it. Returns 1 if it started one, 0 if not, or -errno. The merge
+ * is carried out by consumeq_compact_step; meanwhile appends, flushes and reads go on (the
+ * inputs serve reads until the merged run replaces them). consumeq_compact, a flush that finds
+ * CONSUMEQ_RUN_MAX runs, and consumeq_close (which abandons it) deal with one in progress. */
+int consumeq_compact_start(struct consumeq *q);
+/* A bounded step of the merge in progress (CONSUMEQ_MERGE_STEP_ITEMS entries or queue records;
+ * the block reads and writes they need). Returns 1 while work remains, 0 when none is in
+ * progress or it just completed, or -errno (reported; the inputs stay in use). */
+int consumeq_compact_step(struct consumeq *q);
 
 /* Fills *out (borrowed) with counts and sizes; cheap (a loop over the runs). */
 void consumeq_stats(const struct consumeq *q, struct consumeq_stats *out);

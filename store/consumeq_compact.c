@@ -9,20 +9,9 @@
 #include "store/consumeq_impl.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
-
-/* One input run being read a block at a time. */
-struct merge_cursor {
-    const struct consumeq_run *run;
-    uint8_t *block;
-    uint64_t block_idx;   /* file index of the loaded block */
-    uint64_t block_end;   /* one past the last block of the section being read */
-    uint32_t item_count;
-    uint32_t item_idx;
-    uint32_t item_len;
-    uint32_t kind;
-};
 
 /* Moves to the next item, loading blocks as needed. Returns 1 at an item, 0 at the end of the
  * section, or -errno. */
@@ -64,35 +53,32 @@ static const void *cursor_item(const struct merge_cursor *c)
 }
 
 /* Starts one cursor per input on section `kind`; `live` marks the ones with an item. */
-static int cursors_start(struct consumeq *q, uint32_t a, uint32_t k, uint32_t kind,
-                         struct merge_cursor *cur, bool *live)
+static int cursors_start(struct consumeq *q, struct consumeq_merge *m, uint32_t kind)
 {
-    for (uint32_t i = 0; i < k; i++) {
-        cursor_start(&cur[i], &q->runs[a + i], q->cursor_bufs + (size_t)i * CONSUMEQ_RUN_BLOCK_LEN,
-                     kind);
-        cur[i].item_idx = 0;
-        cur[i].item_count = 0;
-        int rc = cursor_next(&cur[i]);
+    for (uint32_t i = 0; i < m->k; i++) {
+        cursor_start(&m->cur[i], &q->runs[m->a + i],
+                     q->cursor_bufs + (size_t)i * CONSUMEQ_RUN_BLOCK_LEN, kind);
+        m->cur[i].item_idx = 0;
+        m->cur[i].item_count = 0;
+        int rc = cursor_next(&m->cur[i]);
         if (rc < 0)
             return rc;
-        live[i] = rc == 1;
+        m->live[i] = rc == 1;
     }
     return 0;
 }
 
-/* K-way merge of the entry sections. Keys are unique across runs (invariant 1), so there are
- * no ties. k <= CONSUMEQ_RUN_MAX, so a linear scan for the minimum is cheaper than a heap. */
-static int merge_entries(struct consumeq *q, uint32_t a, uint32_t k, struct consumeq_run_writer *w)
+/* Up to `budget` rounds of the k-way merge of the entry sections. Keys are unique across runs
+ * (invariant 1), so there are no ties. k <= CONSUMEQ_RUN_MAX, so a linear scan for the minimum
+ * is cheaper than a heap. Returns 1 when the section is done, 0 when the budget ran out, or
+ * -errno. */
+static int merge_entries(struct consumeq *q, struct consumeq_merge *m, uint32_t *budget)
 {
-    struct merge_cursor cur[CONSUMEQ_RUN_MAX];
-    bool live[CONSUMEQ_RUN_MAX];
-    int rc = cursors_start(q, a, k, CONSUMEQ_RUN_KIND_ENTRIES, cur, live);
-    /* Bounded by the total entry count of the inputs: each round consumes one entry. */
-    while (rc == 0) {
+    for (; *budget > 0; (*budget)--) {
         int min = -1;
         const struct consumeq_entry *best = NULL;
-        for (uint32_t i = 0; i < k; i++) {
-            const struct consumeq_entry *e = live[i] ? cursor_item(&cur[i]) : NULL;
+        for (uint32_t i = 0; i < m->k; i++) {
+            const struct consumeq_entry *e = m->live[i] ? cursor_item(&m->cur[i]) : NULL;
             if (e != NULL && (best == NULL || consumeq_run_key_cmp(e->queue_id, e->queue_off,
                                                                    best->queue_id,
                                                                    best->queue_off) < 0)) {
@@ -101,17 +87,18 @@ static int merge_entries(struct consumeq *q, uint32_t a, uint32_t k, struct cons
             }
         }
         if (min < 0)
-            break;
-        if (consumeq_entry_keep(q, best))
-            rc = consumeq_run_writer_entry(w, best);
-        if (rc != 0)
-            break;
-        int next = cursor_next(&cur[min]);
+            return 1;
+        if (consumeq_entry_keep(q, best)) {
+            int rc = consumeq_run_writer_entry(&m->w, best);
+            if (rc != 0)
+                return rc;
+        }
+        int next = cursor_next(&m->cur[min]);
         if (next < 0)
-            rc = next;
-        live[min] = next == 1;
+            return next;
+        m->live[min] = next == 1;
     }
-    return rc;
+    return 0;
 }
 
 /* Whether a full merge may forget the queue record `r`: a tombstone whose queue is still a
@@ -124,39 +111,40 @@ static bool record_forgettable(struct consumeq *q, const struct consumeq_run_que
     return s == NULL || (consumeq_slot_is_dropped(s) && !(s->flags & CONSUMEQ_SLOT_DIRTY));
 }
 
-/* K-way merge of the queue sections: per id the record of the newest input wins. */
-static int merge_queues(struct consumeq *q, uint32_t a, uint32_t k, bool is_full,
-                        struct consumeq_run_writer *w)
+/* Up to `budget` rounds of the k-way merge of the queue sections: per id the record of the
+ * newest input wins. Returns as merge_entries. */
+static int merge_queues(struct consumeq *q, struct consumeq_merge *m, uint32_t *budget)
 {
-    struct merge_cursor cur[CONSUMEQ_RUN_MAX];
-    bool live[CONSUMEQ_RUN_MAX];
-    int rc = cursors_start(q, a, k, CONSUMEQ_RUN_KIND_QUEUES, cur, live);
-    while (rc == 0) {
+    for (; *budget > 0; (*budget)--) {
         uint64_t min_id = UINT64_MAX;
         int newest = -1;
-        for (uint32_t i = 0; i < k; i++) {
-            const struct consumeq_run_queue *r = live[i] ? cursor_item(&cur[i]) : NULL;
+        for (uint32_t i = 0; i < m->k; i++) {
+            const struct consumeq_run_queue *r = m->live[i] ? cursor_item(&m->cur[i]) : NULL;
             if (r != NULL && (newest < 0 || r->queue_id <= min_id)) {
                 min_id = r->queue_id; /* ties: a later (newer) input replaces the choice */
                 newest = (int)i;
             }
         }
         if (newest < 0)
-            break;
-        const struct consumeq_run_queue *win = cursor_item(&cur[newest]);
-        if (!(is_full && record_forgettable(q, win)))
-            rc = consumeq_run_writer_queue(w, win);
-        for (uint32_t i = 0; i < k && rc == 0; i++) {
-            const struct consumeq_run_queue *r = live[i] ? cursor_item(&cur[i]) : NULL;
+            return 1;
+        const struct consumeq_run_queue *win = cursor_item(&m->cur[newest]);
+        /* Only a merge of the oldest runs may forget a record: no older run outside it. */
+        if (!(m->a == 0 && record_forgettable(q, win))) {
+            int rc = consumeq_run_writer_queue(&m->w, win);
+            if (rc != 0)
+                return rc;
+        }
+        for (uint32_t i = 0; i < m->k; i++) {
+            const struct consumeq_run_queue *r = m->live[i] ? cursor_item(&m->cur[i]) : NULL;
             if (r == NULL || r->queue_id != min_id)
                 continue;
-            int next = cursor_next(&cur[i]);
+            int next = cursor_next(&m->cur[i]);
             if (next < 0)
-                rc = next;
-            live[i] = next == 1;
+                return next;
+            m->live[i] = next == 1;
         }
     }
-    return rc;
+    return 0;
 }
 
 /* After a full merge: forget the clean tombstones (their entries and records are gone). */
@@ -175,68 +163,144 @@ static void table_purge_tombstones(struct consumeq *q)
     }
 }
 
-/* Replaces runs [a, a + k) by one merged run. */
-int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
+/* A merge that cannot finish: its output goes, the inputs stay in use. */
+static int merge_fail(struct consumeq *q, int rc)
+{
+    struct consumeq_merge *m = q->merge;
+    consumeq_run_writer_abort(&m->w);
+    m->active = false;
+    q->entries_dropped_gc = m->dropped_gc;
+    q->entries_dropped_queue = m->dropped_queue;
+    consumeq_report(q, "consumeq: compaction of %u runs failed: %s", m->k, strerror(-rc));
+    return rc;
+}
+
+/* Starts merging runs [a, a + k) into one. Returns 1, or 0 when it cannot start yet (a single
+ * input waiting for publication would share its names with the output), or -errno. */
+static int merge_begin(struct consumeq *q, uint32_t a, uint32_t k)
 {
     ASSERT(k >= 1 && a + k <= q->run_count);
+    ASSERT(q->merge == NULL || !q->merge->active);
     if (k == 1 && consumeq_pub_waiting(q, &q->runs[a]))
-        return 0; /* Its replacement would take its very names: merge it once published. */
-    bool is_full = a == 0 && k == q->run_count;
+        return 0;
+    if (q->merge == NULL) {
+        q->merge = calloc(1, sizeof(*q->merge));
+        uint8_t *buf = aligned_alloc(CONSUMEQ_RUN_BLOCK_LEN,
+                                     (size_t)CONSUMEQ_RUN_IO_BLOCKS * CONSUMEQ_RUN_BLOCK_LEN);
+        if (q->merge == NULL || buf == NULL) {
+            free(q->merge);
+            free(buf);
+            q->merge = NULL;
+            return -ENOMEM;
+        }
+        q->merge->buf = buf;
+    }
+    struct consumeq_merge *m = q->merge;
     uint64_t entry_count_max = 0;
     for (uint32_t i = a; i < a + k; i++)
         entry_count_max += q->runs[i].entry_count;
     const struct consumeq_run *newest = &q->runs[a + k - 1];
-    struct consumeq_run_meta meta = { q->runs[a].meta.first_seq, newest->meta.last_seq,
-                                      newest->meta.covered_off, q->gc_off };
-    uint64_t dropped_gc = q->entries_dropped_gc;
-    uint64_t dropped_queue = q->entries_dropped_queue;
-    struct consumeq_run merged;
-    struct consumeq_run_writer w;
-    /* Inputs still waiting to be published never will be: the merged run replaces them. */
-    bool forgot = false;
-    for (uint32_t i = a; i < a + k; i++)
-        forgot |= consumeq_pub_forget(q, &q->runs[i]);
-    int rc = consumeq_run_writer_begin(&w, q->dir, q->io_buf, &meta, entry_count_max);
-    if (rc != 0)
-        goto fail;
-    rc = merge_entries(q, a, k, &w);
-    if (rc == 0)
-        rc = merge_queues(q, a, k, is_full, &w);
+    m->a = a;
+    m->k = k;
+    m->in_queues = false;
+    m->meta = (struct consumeq_run_meta){ q->runs[a].meta.first_seq, newest->meta.last_seq,
+                                          newest->meta.covered_off, q->gc_off };
+    m->dropped_gc = q->entries_dropped_gc;
+    m->dropped_queue = q->entries_dropped_queue;
+    int rc = consumeq_run_writer_begin(&m->w, q->dir, m->buf, &m->meta, entry_count_max);
     if (rc != 0) {
-        consumeq_run_writer_abort(&w);
-        goto fail;
+        consumeq_report(q, "consumeq: compaction of %u runs failed: %s", k, strerror(-rc));
+        return rc;
     }
-    rc = consumeq_run_writer_finish(&w, &meta, &merged);
-    if (rc != 0)
-        goto fail;
+    m->active = true;
+    rc = cursors_start(q, m, CONSUMEQ_RUN_KIND_ENTRIES);
+    return rc < 0 ? merge_fail(q, rc) : 1;
+}
+
+/* The output is complete: it replaces the inputs (published in their place). */
+static int merge_finish(struct consumeq *q)
+{
+    struct consumeq_merge *m = q->merge;
+    uint32_t a = m->a;
+    uint32_t k = m->k;
+    struct consumeq_run merged;
+    int rc = consumeq_run_writer_finish(&m->w, &m->meta, &merged);
+    m->active = false;
+    if (rc != 0) {
+        q->entries_dropped_gc = m->dropped_gc;
+        q->entries_dropped_queue = m->dropped_queue;
+        consumeq_report(q, "consumeq: compaction of %u runs failed: %s", k, strerror(-rc));
+        return rc;
+    }
     /* Once the merged run is published the inputs are obsolete and go (open deletes them too
      * if a crash comes first). A single input has the merged run's name: publishing it
      * replaces the input, and unlinking would delete the merged run. */
     rc = consumeq_pub_add(q, &merged, &q->runs[a], k == 1 ? 0 : k);
     if (rc != 0) {
         consumeq_run_close(&merged);
-        goto fail;
+        q->entries_dropped_gc = m->dropped_gc;
+        q->entries_dropped_queue = m->dropped_queue;
+        return rc;
     }
     for (uint32_t i = a; i < a + k; i++)
         consumeq_run_close(&q->runs[i]);
+    /* Full only if no run was added meanwhile: then no run outside it can hold entries of a
+     * dropped queue, and its tombstone may go. */
+    bool is_full = a == 0 && k == q->run_count;
     q->runs[a] = merged;
     memmove(&q->runs[a + 1], &q->runs[a + k], (q->run_count - a - k) * sizeof(q->runs[0]));
     q->run_count -= k - 1;
     if (is_full)
         table_purge_tombstones(q);
-    q->gc_persisted_off = MAX(q->gc_persisted_off, meta.gc_off);
+    q->gc_persisted_off = MAX(q->gc_persisted_off, m->meta.gc_off);
     q->compactions++;
     return 0;
+}
 
-fail:
-    /* An input whose publication was forgotten above will never be on disk: a later run
-     * there would leave a gap in the sequence, so nothing more is published. */
-    if (forgot)
-        consumeq_pub_stop(q, rc);
-    q->entries_dropped_gc = dropped_gc;
-    q->entries_dropped_queue = dropped_queue;
-    consumeq_report(q, "consumeq: compaction of %u runs failed: %s", k, strerror(-rc));
+/* Up to `budget` items of the merge in progress. Returns 1 while work remains, 0 once it is
+ * done (the output replaced the inputs), or -errno (the inputs stay in use). */
+static int merge_step(struct consumeq *q, uint32_t budget)
+{
+    struct consumeq_merge *m = q->merge;
+    ASSERT(m != NULL && m->active);
+    while (budget > 0) {
+        int rc = m->in_queues ? merge_queues(q, m, &budget) : merge_entries(q, m, &budget);
+        if (rc < 0)
+            return merge_fail(q, rc);
+        if (rc == 0)
+            return 1;
+        if (m->in_queues) {
+            rc = merge_finish(q);
+            return rc < 0 ? rc : 0;
+        }
+        m->in_queues = true;
+        rc = cursors_start(q, m, CONSUMEQ_RUN_KIND_QUEUES);
+        if (rc < 0)
+            return merge_fail(q, rc);
+    }
+    return 1;
+}
+
+/* Runs the merge in progress to its end. Returns 0 or -errno. */
+static int merge_complete(struct consumeq *q)
+{
+    int rc = 1;
+    while (rc == 1)
+        rc = merge_step(q, UINT32_MAX);
     return rc;
+}
+
+int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k)
+{
+    if (q->merge != NULL && q->merge->active) {
+        int rc = merge_complete(q);
+        if (rc < 0)
+            return rc;
+        if (a + k > q->run_count)
+            return 0; /* The runs moved: the caller looks again. */
+    }
+    int rc = merge_begin(q, a, k);
+    return rc <= 0 ? rc : merge_complete(q);
 }
 
 static uint64_t run_size(const struct consumeq_run *r)
@@ -287,12 +351,50 @@ static bool compact_window(const struct consumeq *q, enum consumeq_compact_mode 
 
 int consumeq_compact(struct consumeq *q, enum consumeq_compact_mode mode)
 {
+    if (q->merge != NULL && q->merge->active) {
+        int rc = merge_complete(q);
+        if (rc < 0)
+            return rc;
+    }
     int rc = consumeq_flush(q, 0);
     if (rc != 0)
         return rc;
     uint32_t a = 0;
     if (!compact_window(q, mode, &a))
         return 0;
-    rc = consumeq_compact_merge(q, a, q->run_count - a);
+    rc = merge_begin(q, a, q->run_count - a);
+    if (rc <= 0)
+        return rc;
+    rc = merge_complete(q);
     return rc == 0 ? 1 : rc;
+}
+
+int consumeq_compact_start(struct consumeq *q)
+{
+    int rc = consumeq_flush(q, 0);
+    if (rc != 0 || (q->merge != NULL && q->merge->active))
+        return rc;
+    uint32_t a = 0;
+    if (!compact_window(q, CONSUMEQ_COMPACT_AUTO, &a))
+        return 0;
+    return merge_begin(q, a, q->run_count - a);
+}
+
+int consumeq_compact_step(struct consumeq *q)
+{
+    if (q->merge == NULL || !q->merge->active)
+        return 0;
+    return merge_step(q, CONSUMEQ_MERGE_STEP_ITEMS);
+}
+
+void consumeq_compact_abort(struct consumeq *q)
+{
+    if (q->merge != NULL && q->merge->active) {
+        consumeq_run_writer_abort(&q->merge->w);
+        q->merge->active = false;
+    }
+    if (q->merge != NULL)
+        free(q->merge->buf);
+    free(q->merge);
+    q->merge = NULL;
 }

@@ -44,6 +44,35 @@ struct consumeq_pub {
     struct consumeq_pub_name obsolete[CONSUMEQ_RUN_MAX];
 };
 
+#define CONSUMEQ_MERGE_STEP_ITEMS 8192u /* entries or queue records per background step */
+
+/* One input run being read a block at a time. */
+struct merge_cursor {
+    const struct consumeq_run *run;
+    uint8_t *block;
+    uint64_t block_idx;   /* file index of the loaded block */
+    uint64_t block_end;   /* one past the last block of the section being read */
+    uint32_t item_count;
+    uint32_t item_idx;
+    uint32_t item_len;
+    uint32_t kind;
+};
+
+/* The merge in progress (consumeq_compact.c): runs [a, a + k) into one. */
+struct consumeq_merge {
+    bool active;
+    bool in_queues;           /* the entry sections are done */
+    uint32_t a;
+    uint32_t k;
+    struct consumeq_run_meta meta;
+    uint64_t dropped_gc;      /* counters before it, restored if it fails */
+    uint64_t dropped_queue;
+    struct consumeq_run_writer w;
+    uint8_t *buf;             /* the writer's: CONSUMEQ_RUN_IO_BLOCKS blocks */
+    struct merge_cursor cur[CONSUMEQ_RUN_MAX];
+    bool live[CONSUMEQ_RUN_MAX];
+};
+
 struct consumeq {
     char dir[CONSUMEQ_DIR_LEN_MAX + 1];
     uint32_t flush_entries;
@@ -82,6 +111,7 @@ struct consumeq {
 
     uint8_t *io_buf;             /* CONSUMEQ_RUN_IO_BLOCKS blocks: run writing and opening */
     uint8_t *cursor_bufs;        /* CONSUMEQ_RUN_MAX blocks: compaction inputs */
+    struct consumeq_merge *merge; /* allocated at the first merge */
     uint8_t *read_block;         /* one block: reads */
 
     /* Publication: FIFO, oldest first; the head may be in flight. */
@@ -115,20 +145,16 @@ static inline bool consumeq_slot_is_dropped(const struct consumeq_slot *s)
     return s->head_off == CONSUMEQ_RUN_HEAD_DROPPED;
 }
 
-/* Queues the run `run` that was just finished (its temp file) for publication;
- * once it is published, the runs `obsolete` (a merge's inputs; names only) are removed.
+/* Queues the run `run` that was just finished (its temp file) for publication; a merge's
+ * takes the place of its inputs `obsolete` that still wait (they are never published), and
+ * once it is published the inputs are removed.
  * Without a ring it is published at once. Returns 0, or -errno when it could not be (reported;
  * nothing more is published then, and the caller discards the run). */
 int consumeq_pub_add(struct consumeq *q, const struct consumeq_run *run,
                      const struct consumeq_run *obsolete,
                      uint32_t obsolete_count);
-/* `run` is being merged away: if it waits unpublished (not in flight), it never will be;
- * returns whether it did. */
-bool consumeq_pub_forget(struct consumeq *q, const struct consumeq_run *run);
 /* Whether `run` waits for its publication (queued or in flight). */
 bool consumeq_pub_waiting(const struct consumeq *q, const struct consumeq_run *run);
-/* Stops publishing for good (reported with `err`): a run in use will never be on disk. */
-void consumeq_pub_stop(struct consumeq *q, int err);
 /* Publishes every waiting run with blocking calls (close; nothing in flight). */
 void consumeq_pub_finish(struct consumeq *q);
 
@@ -140,8 +166,12 @@ bool consumeq_entry_keep(struct consumeq *q, const struct consumeq_entry *e);
 __attribute__((format(printf, 2, 3))) void consumeq_report(const struct consumeq *q,
                                                            const char *fmt, ...);
 
-/* Replaces runs [a, a + k) by one merged run (k >= 1). Merging every run also forgets clean
- * tombstones. Returns 0 or -errno (the inputs stay in use). In store/consumeq_compact.c. */
+/* Replaces runs [a, a + k) by one merged run (k >= 1), at once: a merge in progress is
+ * completed first (and if that moved the runs, nothing more is done: the caller looks
+ * again). Merging every run also forgets clean tombstones. Returns 0 or -errno (the inputs
+ * stay in use). In store/consumeq_compact.c. */
 int consumeq_compact_merge(struct consumeq *q, uint32_t a, uint32_t k);
+/* Abandons a merge in progress and frees its state (close). */
+void consumeq_compact_abort(struct consumeq *q);
 
 #endif

@@ -114,12 +114,6 @@ static void pub_fail(struct consumeq *q, int err)
     pub_stop(q, first, last, err);
 }
 
-void consumeq_pub_stop(struct consumeq *q, int err)
-{
-    if (!q->pub_failed)
-        pub_stop(q, 0, 0, err);
-}
-
 bool consumeq_pub_waiting(const struct consumeq *q, const struct consumeq_run *run)
 {
     for (uint32_t i = 0; i < q->pub_count; i++)
@@ -144,6 +138,20 @@ static int pub_sync(struct consumeq *q)
     return 0;
 }
 
+/* Removes queued (not in flight) publication `i`: it never happens. */
+static void pub_remove(struct consumeq *q, uint32_t i)
+{
+    struct consumeq_pub *p = pub_at(q, i);
+    ASSERT(!p->in_flight);
+    char final[CONSUMEQ_RUN_PATH_LEN];
+    char tmp[CONSUMEQ_RUN_PATH_LEN];
+    pub_paths(q, p->first_seq, p->last_seq, final, tmp);
+    (void)close(p->fd); /* never to be published */
+    (void)unlink(tmp);  /* best effort: open removes temp files too */
+    memmove(&q->pubs[i], &q->pubs[i + 1], (q->pub_count - i - 1) * sizeof(q->pubs[0]));
+    q->pub_count--;
+}
+
 int consumeq_pub_add(struct consumeq *q, const struct consumeq_run *run,
                      const struct consumeq_run *obsolete,
                      uint32_t obsolete_count)
@@ -154,7 +162,24 @@ int consumeq_pub_add(struct consumeq *q, const struct consumeq_run *run,
     int fd = dup(run->fd);
     if (fd == -1)
         return -errno;
-    struct consumeq_pub *p = &q->pubs[q->pub_count++];
+    /* A merge takes the place of the first of its inputs still queued, which it replaces
+     * (they are never published): runs reach the disk in sequence order, never with a gap. */
+    uint32_t at = q->pub_count;
+    for (uint32_t i = 0; i < obsolete_count; i++) {
+        for (uint32_t j = 0; j < q->pub_count; j++) {
+            struct consumeq_pub *o = &q->pubs[j];
+            if (o->in_flight || o->first_seq != obsolete[i].meta.first_seq ||
+                o->last_seq != obsolete[i].meta.last_seq)
+                continue;
+            at = MIN(at, j);
+            pub_remove(q, j);
+            break;
+        }
+    }
+    at = MIN(at, q->pub_count);
+    memmove(&q->pubs[at + 1], &q->pubs[at], (q->pub_count - at) * sizeof(q->pubs[0]));
+    q->pub_count++;
+    struct consumeq_pub *p = &q->pubs[at];
     *p = (struct consumeq_pub){ .fd = fd, .first_seq = run->meta.first_seq,
                                 .last_seq = run->meta.last_seq,
                                 .obsolete_count = obsolete_count };
@@ -169,25 +194,6 @@ int consumeq_pub_add(struct consumeq *q, const struct consumeq_run *run,
     while (q->pub_count > 0 && rc == 0)
         rc = pub_sync(q);
     return rc;
-}
-
-bool consumeq_pub_forget(struct consumeq *q, const struct consumeq_run *run)
-{
-    for (uint32_t i = 0; i < q->pub_count; i++) {
-        struct consumeq_pub *p = &q->pubs[i];
-        if (p->in_flight || p->first_seq != run->meta.first_seq ||
-            p->last_seq != run->meta.last_seq)
-            continue;
-        char final[CONSUMEQ_RUN_PATH_LEN];
-        char tmp[CONSUMEQ_RUN_PATH_LEN];
-        pub_paths(q, p->first_seq, p->last_seq, final, tmp);
-        (void)close(p->fd); /* never to be published */
-        (void)unlink(tmp);  /* best effort: open removes temp files too */
-        memmove(&q->pubs[i], &q->pubs[i + 1], (q->pub_count - i - 1) * sizeof(q->pubs[0]));
-        q->pub_count--;
-        return true;
-    }
-    return false;
 }
 
 void consumeq_attach_ring(struct consumeq *q, struct io_uring *ring, uint64_t user_data)

@@ -1,9 +1,10 @@
-/* tests/unit/test_consumeq_pub.c - publication of consume-queue index runs through an
- * io_uring (store/consumeq_pub.c): a flushed run is in use at once but stays a temp file
- * until its fsync, rename and directory fsync complete; a merge of runs that were never
- * published replaces them without publishing them; a failed publication is reported, stops
- * further ones and leaves the last published state for the next open. A real ring; the
- * completions are fed to consumeq_on_io as the shard's loop would.
+/* tests/unit/test_consumeq_pub.c - the consume-queue index's work off the shard's loop:
+ * publication of runs through an io_uring (store/consumeq_pub.c) - a flushed run is in use at
+ * once but stays a temp file until its fsync, rename and directory fsync complete; a merge of
+ * runs that were never published replaces them without publishing them; a failed publication
+ * is reported, stops further ones and leaves the last published state for the next open - and
+ * merges in bounded steps (consumeq_compact_start/step) while appends, flushes and reads go
+ * on. A real ring; the completions are fed to consumeq_on_io as the shard's loop would.
  *
  * Every test works in its own directory from tests/helpers/store_dir.h (the ext4 disk).
  */
@@ -109,10 +110,19 @@ static void expect_all(struct consumeq *q, uint64_t count)
 {
     static struct consumeq_entry out[CONSUMEQ_READ_MAX];
     for (uint64_t queue = 1; queue <= 4; queue++) {
-        ssize_t n = consumeq_read(q, queue, 0, out, CONSUMEQ_READ_MAX);
-        cr_assert_eq(n, (ssize_t)(count / 4), "queue %lu: %zd entries", queue, n);
-        for (ssize_t i = 0; i < n; i++)
-            cr_assert_eq(out[i].log_off, ((uint64_t)i * 4 + queue - 1) * LOG_STRIDE);
+        uint64_t got = 0;
+        for (;;) {
+            ssize_t n = consumeq_read(q, queue, got, out, CONSUMEQ_READ_MAX);
+            cr_assert_geq(n, 0);
+            for (ssize_t i = 0; i < n; i++) {
+                cr_assert_eq(out[i].queue_off, got + (uint64_t)i);
+                cr_assert_eq(out[i].log_off, ((got + (uint64_t)i) * 4 + queue - 1) * LOG_STRIDE);
+            }
+            got += (uint64_t)n;
+            if (n < (ssize_t)CONSUMEQ_READ_MAX)
+                break;
+        }
+        cr_assert_eq(got, count / 4, "queue %lu: %lu entries", queue, got);
     }
 }
 
@@ -213,5 +223,72 @@ Test(consumeq_pub, a_failed_publication_stops_and_the_last_published_state_stays
     cr_assert_eq(info.run_count, 1);
     cr_assert_eq(info.covered_off, 399 * LOG_STRIDE + RECORD_LEN);
     cr_assert_eq(info.entry_count, 400);
+    consumeq_close(q);
+}
+
+Test(consumeq_pub, a_background_merge_runs_in_steps_while_appends_and_reads_go_on)
+{
+    struct consumeq_config cfg = { .dir = test_dir, .flush_entries = 4096, .compact_trigger = 4,
+                                   .report = collect_report };
+    struct consumeq_open_info info;
+    struct consumeq *q = NULL;
+    cr_assert_eq(consumeq_open(&cfg, &q, &info), 0);
+    consumeq_attach_ring(q, &ring, PUB_UD);
+    uint64_t next = 0;
+    uint32_t started = 0;
+    uint32_t steps_with_more = 0;
+    for (uint32_t round = 0; round < 40; round++) {
+        append_range(q, next, next + 4096);
+        next += 4096;
+        int rc = consumeq_compact_start(q); /* flushes, maybe starts a merge */
+        cr_assert_geq(rc, 0);
+        started += (uint32_t)rc;
+        /* A few steps per round, as loop iterations would do between appends. */
+        for (uint32_t i = 0; i < 3; i++) {
+            rc = consumeq_compact_step(q);
+            cr_assert_geq(rc, 0);
+            steps_with_more += (uint32_t)rc;
+            expect_all(q, next); /* reads see everything, mid-merge too */
+        }
+        run_ring(q);
+    }
+    while ((consumeq_compact_step(q)) == 1)
+        steps_with_more++;
+    run_ring(q);
+    cr_assert_gt(started, 0);
+    cr_assert_gt(steps_with_more, 0, "some merge took more than one step");
+    struct consumeq_stats st = stats_of(q);
+    cr_assert_leq(st.run_count, 5, "%u runs", st.run_count);
+    cr_assert_eq(st.publications_waiting, 0);
+    expect_all(q, next);
+    consumeq_attach_ring(q, NULL, 0);
+    consumeq_close(q);
+    q = open_index(&info);
+    cr_assert_eq(info.entry_count, next);
+    cr_assert_eq(info.temp_files_removed, 0);
+    cr_assert_eq(info.obsolete_runs_removed, 0);
+    expect_all(q, next);
+    consumeq_close(q);
+    cr_assert_eq(report_count, 0, "%s", last_report);
+}
+
+Test(consumeq_pub, close_abandons_a_merge_in_progress_and_keeps_its_inputs)
+{
+    struct consumeq_config cfg = { .dir = test_dir, .flush_entries = 4096, .compact_trigger = 2,
+                                   .report = collect_report };
+    struct consumeq_open_info info;
+    struct consumeq *q = NULL;
+    cr_assert_eq(consumeq_open(&cfg, &q, &info), 0);
+    for (uint32_t round = 0; round < 4; round++) {
+        append_range(q, round * 4096u, (round + 1) * 4096u);
+        cr_assert_eq(consumeq_flush(q, 0), 0);
+    }
+    cr_assert_eq(consumeq_compact_start(q), 1);
+    cr_assert_eq(consumeq_compact_step(q), 1, "16384 entries take more than one step");
+    consumeq_close(q);
+    q = open_index(&info);
+    cr_assert_eq(info.run_count, 4, "the inputs are still the index");
+    cr_assert_eq(files_ending(".tmp"), 0, "the merge's unfinished output is gone");
+    expect_all(q, 4 * 4096u);
     consumeq_close(q);
 }
