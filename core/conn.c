@@ -294,6 +294,14 @@ void conn_flush_all(struct shard *s)
         struct conn *next = c->dirty_next;
         c->is_dirty = false;
         c->dirty_next = NULL;
+        if (c->hold_until > s->log.durable_off && c->out.len > 0 && !c->close_submitted) {
+            /* Held: flushed on an iteration after the log's next completed write. */
+            c->is_dirty = true;
+            c->dirty_next = s->dirty;
+            s->dirty = c;
+            c = next;
+            continue;
+        }
         if (!c->send_inflight && c->out.len > 0 && !c->close_submitted) {
             /* Swap: what was filling is now in flight; the old in-flight buffer fills. */
             struct bytebuf t = c->sending;
@@ -305,6 +313,12 @@ void conn_flush_all(struct shard *s)
         maybe_finish_close(s, c);
         c = next;
     }
+}
+
+void conn_hold(struct shard *s, struct conn *c, uint64_t end_off)
+{
+    if (s->cfg->store_flush == STORE_FLUSH_SYNC)
+        c->hold_until = MAX(c->hold_until, end_off);
 }
 
 void conn_on_send(struct shard *s, struct conn *c, int res)

@@ -51,6 +51,8 @@ struct conn {
     bool close_submitted;
     bool slot_closed;
     bool is_dirty;           /* on the shard's flush list */
+    uint64_t hold_until;     /* output waits until the log is durable up to this offset: what
+                              * it answers was journaled (store.flush = sync; conn_hold) */
     uint32_t in_frame_len;   /* length of the partial frame held in `in`; 0 = header partial */
     uint32_t send_off;       /* bytes of `sending` already accepted by the kernel */
     bool is_paused;          /* input held until the commit log has room (back-pressure) */
@@ -110,6 +112,11 @@ uint8_t *conn_out_reserve(struct shard *s, struct conn *c, uint32_t len);
 
 /* Submits one send for every conn with pending output and no send in flight. */
 void conn_flush_all(struct shard *s);
+
+/* Nothing more is sent to `c` until the log is durable up to `end_off` (a journal record that
+ * the next packets answer, as CONNACK for a session change or PUBREL for a PUBREC; what is
+ * already in flight goes). No-op unless store.flush = sync. */
+void conn_hold(struct shard *s, struct conn *c, uint64_t end_off);
 
 /* Completion handlers. */
 void conn_on_send(struct shard *s, struct conn *c, int res);

@@ -884,7 +884,28 @@ static bool on_disconnect(struct shard *s, struct conn *c, const struct mqtt_rea
     return false;
 }
 
+/* A packet whose answer states what its handling journaled (CONNACK: the old session ended or
+ * a persistent one stored; PUBREL: the PUBREC is recorded, MQTT 4.3.3 and issue 4's "QoS 2
+ * state is durable before the matching response"; UNSUBACK: the subscription is gone) holds
+ * the connection's output until those records are durable, so a crash cannot undo what the
+ * client was told. Other packets that journal wait on their own (SUBACK, PUBCOMP, PUBACK). */
+static bool answer_needs_durable(uint8_t type)
+{
+    return type == MQTT_CONNECT || type == MQTT_PUBREC || type == MQTT_UNSUBSCRIBE;
+}
+
+static bool handle_packet(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len);
+
 bool dispatch_packet(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len)
+{
+    uint64_t before = s->log.append_off;
+    bool ok = handle_packet(s, c, frame, len);
+    if (ok && s->log.append_off > before && answer_needs_durable(frame[0] >> 4))
+        conn_hold(s, c, s->log.append_off);
+    return ok;
+}
+
+static bool handle_packet(struct shard *s, struct conn *c, const uint8_t *frame, uint32_t len)
 {
     if (c->state == CONN_NEW)
         return on_first_packet(s, c, frame, len);
