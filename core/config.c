@@ -149,6 +149,8 @@ static const struct config_key config_keys[] = {
               "PUBLISH to {parent}/p2p/{client id} goes to that client only (no subscription)"),
     KEY_NAMED("mqtt.client_id_format", client_id_format, client_id_format_names, "any",
               "any | group_device: client ids must be GroupID@@@DeviceID (each 1..64 bytes)"),
+    KEY_OTHER("mqtt.deny_subscribe", CONFIG_OPT_TEXT, deny_subscribe, "",
+              "topic filter whose SUBSCRIBE is refused (SUBACK 0x80), exact match; empty = none"),
 };
 
 

@@ -73,6 +73,7 @@ struct config {
     char response_information[CONFIG_STR_MAX]; /* mqtt.response_information, "" = not sent */
     bool p2p;                            /* mqtt.p2p, false: {parent}/p2p/{id} topics (iot.h) */
     enum client_id_format client_id_format; /* mqtt.client_id_format, any|group_device */
+    char deny_subscribe[CONFIG_STR_MAX]; /* mqtt.deny_subscribe, "" = none; else a filter refused */
 };
 
 /* Fills `cfg` with every default. */

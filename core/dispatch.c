@@ -732,6 +732,12 @@ static uint8_t subscribe_one(struct shard *s, struct conn *c, struct slice filte
                   : 0x80;
     if (!topic_filter_valid(filter))
         return v5 ? MQTT_RC_TOPIC_FILTER_INVALID : 0x80;
+    /* mqtt.deny_subscribe: a filter the operator refuses (MQTT-3.9.3: a SUBACK reason code
+     * >= 0x80 refuses one entry; 0x80 Unspecified error in both versions, as the Eclipse
+     * Paho interoperability suite expects for its test/nosubscribe filter). */
+    if (s->cfg->deny_subscribe[0] != '\0' &&
+        slice_eq(filter, slice_from_cstr(s->cfg->deny_subscribe)))
+        return 0x80;
     if ((options & MQTT_SUBOPT_QOS_MASK) > s->cfg->max_qos) /* Granted lower (MQTT-3.9.3). */
         options = (uint8_t)((options & ~MQTT_SUBOPT_QOS_MASK) | s->cfg->max_qos);
     int added = subtree_add(s->subs, filter, c->session, options, sub_id);

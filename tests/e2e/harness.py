@@ -45,6 +45,7 @@ MOSQUITTO_OPTIONS = {
     "mqtt.keepalive_max": "max_keepalive",
     "mqtt.max_queued_messages": "max_queued_messages",
     "mqtt.max_inflight": "max_inflight_messages",
+    "mqtt.max_packet_size": "max_packet_size",
 }
 
 

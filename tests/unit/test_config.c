@@ -664,7 +664,8 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "mqtt.redirect_permanent = false\n"
                                    "mqtt.response_information = \n"
                                    "mqtt.p2p = false\n"
-                                   "mqtt.client_id_format = any\n";
+                                   "mqtt.client_id_format = any\n"
+                                   "mqtt.deny_subscribe = \n";
     cr_assert_str_eq(text, expected);
     free(text);
 }
@@ -682,6 +683,7 @@ Test(config, print_then_load_gives_the_same_config)
         "mqtt.max_client_id_len=64", "mqtt.output_buffer_max=131072",
         "mqtt.redirect_to=other.example:8883", "mqtt.redirect_permanent=on",
         "mqtt.response_information=resp/", "mqtt.p2p=on", "mqtt.client_id_format=group_device",
+        "mqtt.deny_subscribe=test/nosubscribe",
     };
     struct config cfg;
     char err[CONFIG_ERR_MAX];
