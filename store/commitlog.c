@@ -76,6 +76,7 @@ static void batch_start(struct commitlog_batch *b, int fd, uint64_t base_off, ui
 {
     ASSERT(base_off % RECORD_BLOCK == 0 && base_off >= seg_base);
     b->len = 0;
+    b->has_read_back = false;
     b->fd = fd;
     b->base_off = base_off;
     b->file_off = base_off - seg_base;
@@ -250,8 +251,9 @@ int64_t commitlog_append_message(struct commitlog *log, const struct record_mess
     int64_t off = reserve_record(log, len);
     if (off < 0)
         return off;
-    uint32_t n = record_encode_message(m, log->cur.buf + log->cur.len);
-    ASSERT(n == len);
+    uint32_t n = record_encode_message_raw(m, len, log->cur.buf + log->cur.len);
+    ASSERT_HOT(n == len);
+    log->cur.has_read_back |= m->qos > 0;
     log->cur.len += len;
     log->append_off += len;
     return off;
@@ -266,6 +268,7 @@ int64_t commitlog_append_typed(struct commitlog *log, enum record_type type, str
         return off;
     uint32_t n = record_encode_typed(type, body, 0, log->cur.buf + log->cur.len);
     ASSERT(n == len);
+    log->cur.has_read_back = true;
     log->cur.len += len;
     log->append_off += len;
     return off;
@@ -291,6 +294,7 @@ static void submit_write(struct commitlog *log, struct io_uring *ring,
     log->inflight = *b;
     *b = t;
     b->len = 0;
+    b->has_read_back = false;
     struct io_uring_sqe *sqe = uring_sqe(ring);
     io_uring_prep_write(sqe, log->inflight.fd, log->inflight.buf, log->inflight.len,
                         log->inflight.file_off);
@@ -334,7 +338,10 @@ void commitlog_on_write(struct commitlog *log, int res)
         fatal_io(log, log->flush == STORE_FLUSH_SYNC ? "O_DIRECT|RWF_DSYNC write"
                                                      : "O_DIRECT write", res);
     log->written_off = log->inflight.base_off + log->inflight.len;
-    tailcache_put(&log->cache, log->inflight.base_off, log->inflight.buf, log->inflight.len);
+    if (log->inflight.has_read_back)
+        tailcache_put(&log->cache, log->inflight.base_off, log->inflight.buf, log->inflight.len);
+    else
+        tailcache_skip(&log->cache, log->inflight.base_off, log->inflight.len);
     log->bytes_written += (uint64_t)res;
     if (log->inflight.fd == log->old_fd && log->sealed.len == 0) {
         /* The last write of the previous segment (its sealed tail, which may have waited

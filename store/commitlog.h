@@ -15,7 +15,9 @@
  * with a message naming the file and the error.
  *
  * Every completed write is also copied into the log's hot tail (store/tailcache.h,
- * store.cache_bytes), where catch-up reads of recent records find it without the disk.
+ * store.cache_bytes), where catch-up reads of recent records find it without the disk; a
+ * batch of only QoS 0 messages (which nothing indexes, so nothing reads back) is skipped
+ * instead, which keeps that copy off a QoS 0 load.
  *
  * Segment files come from store/segment.h. Rolling to a new segment creates and preallocates
  * it with blocking syscalls in the loop (once per store.segment_bytes of data; a known cost,
@@ -41,6 +43,8 @@ struct commitlog_batch {
     uint64_t base_off;       /* log offset of buf[0] (RECORD_BLOCK-aligned) */
     int fd;                  /* segment file it belongs to */
     uint64_t file_off;       /* offset of buf[0] in that file */
+    bool has_read_back;      /* holds a record catch-up may read: anything but QoS 0 messages
+                              * (never indexed) and pads; else the hot tail skips it */
 };
 
 struct commitlog {

@@ -71,13 +71,30 @@ struct record_message {
     uint16_t packet_id;      /* QoS 2: the publisher's packet id (restores its pending ids) */
 };
 
-/* Bytes a record with these body parts takes, padding included. */
-uint32_t record_message_len(const struct record_message *m);
+/* Bytes a record with these body parts takes, padding included. Inline: the commit log
+ * computes it for every logged message. */
+static inline uint32_t record_message_len(const struct record_message *m)
+{
+    ASSERT(m->topic.len <= UINT16_MAX);
+    ASSERT(m->client_id.len <= UINT16_MAX);
+    /* In 64 bits, so no sum of 32-bit parts can wrap. */
+    uint64_t raw = (uint64_t)RECORD_HEADER_LEN + m->topic.len + m->client_id.len + m->props.len +
+                   m->payload.len;
+    uint64_t len = (raw + RECORD_ALIGN - 1) & ~(uint64_t)(RECORD_ALIGN - 1);
+    ASSERT(len <= RECORD_LEN_MAX);
+    return (uint32_t)len;
+}
 uint32_t record_body_len(uint32_t body_len); /* SESSION/CHECKPOINT/PAD with a typed body */
 
 /* Writes a RECORD_MESSAGE at `out` (record_message_len() bytes, 8-byte aligned). Returns the
  * length written. */
 uint32_t record_encode_message(const struct record_message *m, uint8_t *out);
+
+/* record_encode_message for a caller that already has `total_len` = record_message_len(m)
+ * (the commit log computes it to reserve room): skips computing it again. The hot path of
+ * every logged message; writes exactly the same bytes. */
+uint32_t record_encode_message_raw(const struct record_message *m, uint32_t total_len,
+                                   uint8_t *out);
 
 /* Writes a record of `type` with body `body` at `out` (record_body_len(body.len) bytes).
  * For RECORD_PAD, `total_len` >= RECORD_HEADER_LEN gives the exact length to fill and `body`

@@ -1,5 +1,5 @@
 /* tests/unit/test_commitlog.c - the commit log's write path through a real io_uring: group
- * commit, the durable offset, segment rolls, reopening after a restart, both flush modes.
+ * commit, the durable offset, segment rolls, reopening after a restart, both flush modes, what the hot tail keeps.
  * Files live on the ext4 disk under build/ (tmpfs ignores O_DIRECT alignment: PLATFORM.md). */
 #include <criterion/criterion.h>
 
@@ -229,4 +229,50 @@ Test(commitlog, a_full_batch_refuses_with_enobufs)
     cr_assert_eq(rc, -ENOBUFS, "appends beyond COMMITLOG_BATCH_MAX without a write must fail");
     drain(&log);
     commitlog_close(&log);
+}
+
+/* The hot tail copies a written batch that holds a record catch-up may read (QoS 1/2) and
+ * skips one of only QoS 0 messages (never indexed, never read back): those bytes miss. The
+ * skipped batch is still written and scans back like any other. */
+Test(commitlog, the_hot_tail_skips_batches_of_only_qos0)
+{
+    cfg.store_cache_bytes = 1u << 20;
+    struct commitlog log;
+    char err[256];
+    cr_assert_eq(commitlog_open(&log, dir, &cfg, 0, 0, err, sizeof(err)), 0, "%s", err);
+    uint8_t payload[64];
+    char topic[32];
+    uint8_t scratch[256];
+    int64_t offs[6];
+    uint32_t lens[6];
+    for (uint32_t i = 0; i < 6; i++) {
+        struct record_message m = message(i, topic, sizeof(topic), payload, sizeof(payload));
+        m.qos = i < 3 ? 0 : 1; /* batch 1: three QoS 0; batch 2: QoS 1 */
+        m.retain = false;
+        offs[i] = commitlog_append_message(&log, &m);
+        lens[i] = record_message_len(&m);
+        cr_assert_geq(offs[i], 0);
+        if (i == 2 || i == 5)
+            drain(&log);
+    }
+    cr_assert_eq(log.writes, 2);
+    for (uint32_t i = 0; i < 6; i++) {
+        const uint8_t *p = tailcache_get(&log.cache, (uint64_t)offs[i], lens[i], scratch,
+                                         sizeof(scratch));
+        if (i < 3) {
+            cr_assert_null(p, "QoS 0 record %u is not in the hot tail", i);
+            continue;
+        }
+        cr_assert_not_null(p, "QoS 1 record %u is in the hot tail", i);
+        struct record_header h;
+        cr_assert_eq(record_verify(p, lens[i], &h), RECORD_OK);
+    }
+    commitlog_close(&log);
+
+    struct seen *seen = calloc(1, sizeof(*seen));
+    struct segment_scan scan;
+    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(seen->count, 6, "the skipped batch reached the disk");
+    free(seen);
 }

@@ -172,6 +172,84 @@ Test(record, header_layout_is_fixed)
     free(b);
 }
 
+/* The layout of docs/storage.md, written byte by byte: what the encoder's word stores and
+ * short copies must reproduce exactly. */
+static void encode_reference(const struct record_message *m, uint8_t *out)
+{
+    uint32_t len = record_message_len(m);
+    memset(out, 0, len);
+    const uint64_t fields[][3] = { /* offset, width, value */
+        { 8, 2, RECORD_MAGIC }, { 10, 1, RECORD_VERSION }, { 11, 1, RECORD_MESSAGE },
+        { 12, 4, len }, { 16, 8, m->timestamp_ns },
+        { 24, 1, (uint64_t)(m->qos | (m->retain ? RECORD_FLAG_RETAIN : 0)) },
+        { 26, 2, m->topic.len }, { 28, 2, m->client_id.len }, { 30, 2, m->packet_id },
+        { 32, 4, m->props.len }, { 36, 4, m->payload.len },
+    };
+    for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++)
+        for (uint32_t i = 0; i < fields[f][1]; i++)
+            out[fields[f][0] + i] = (uint8_t)(fields[f][2] >> (8 * i));
+    uint32_t at = RECORD_HEADER_LEN;
+    const struct slice parts[] = { m->topic, m->client_id, m->props, m->payload };
+    for (size_t k = 0; k < 4; k++)
+        for (uint32_t i = 0; i < parts[k].len; i++)
+            out[at++] = parts[k].ptr[i];
+    uint64_t sum = hash_bytes(out + 8, len - 8);
+    for (uint32_t i = 0; i < 8; i++)
+        out[i] = (uint8_t)(sum >> (8 * i));
+}
+
+/* An exact-size heap copy, so a read past a part's end is caught (make debug: ASan). */
+static struct slice part_of(uint32_t len, uint8_t seed)
+{
+    uint8_t *p = malloc(len > 0 ? len : 1);
+    cr_assert_not_null(p);
+    for (uint32_t i = 0; i < len; i++)
+        p[i] = (uint8_t)(seed + i * 7u + 1u);
+    return (struct slice){ p, len };
+}
+
+Test(record, every_part_length_encodes_the_reference_bytes)
+{
+    /* Each part through every length the short copies distinguish (0, 1-3, 4-7, 8-16, over
+     * 16) while the others take lengths that move it across alignments. */
+    static const uint32_t others[] = { 0, 1, 3, 5, 8, 13, 16, 17 };
+    uint8_t *want = buf_new(512);
+    uint8_t *got = buf_new(512);
+    for (uint32_t part = 0; part < 4; part++) {
+        for (uint32_t n = 0; n <= 40; n++) {
+            for (uint32_t o = 0; o < sizeof(others) / sizeof(others[0]); o++) {
+                uint32_t lens[4] = { others[o], others[(o + 3) % 8], others[(o + 5) % 8],
+                                     others[(o + 6) % 8] };
+                lens[part] = n;
+                struct slice s[4];
+                for (uint32_t k = 0; k < 4; k++)
+                    s[k] = part_of(lens[k], (uint8_t)(k * 50 + n));
+                struct record_message m = {
+                    .timestamp_ns = UINT64_C(0x0123456789ABCDEF) + n, .qos = (uint8_t)(n % 3),
+                    .retain = (o & 1) != 0, .topic = s[0], .client_id = s[1], .props = s[2],
+                    .payload = s[3], .packet_id = n % 3 == 2 ? (uint16_t)(n * 1000 + o) : 0,
+                };
+                uint32_t len = record_message_len(&m);
+                encode_reference(&m, want);
+                memset(got, 0xEE, 512);
+                cr_assert_eq(record_encode_message_raw(&m, len, got), len);
+                cr_assert_eq(memcmp(got, want, len), 0, "part %u len %u others %u", part, n, o);
+                for (uint32_t i = len; i < 512; i++)
+                    cr_assert_eq(got[i], 0xEE, "wrote past the record (part %u len %u)", part, n);
+                memset(got, 0xEE, 512);
+                cr_assert_eq(record_encode_message(&m, got), len);
+                cr_assert_eq(memcmp(got, want, len), 0);
+                struct record_header h;
+                cr_assert_eq(record_verify(got, len, &h), RECORD_OK);
+                for (uint32_t k = 0; k < 4; k++)
+                    free((void *)s[k].ptr);
+            }
+        }
+    }
+    free(got);
+    free(want);
+}
+
 Test(record, typed_records_round_trip)
 {
     static const uint8_t body[] = "session 7: subscribe a/+/c qos 1";

@@ -1,7 +1,7 @@
 /* tests/unit/test_tailcache.c - unit tests for store/tailcache: what is held after contiguous
  * writes of many sizes (against a reference copy of the whole log), reads inside, across the
  * ring's end (copied to scratch) and outside the held range, a gap, a write larger than the
- * cache, and a cache of size 0. */
+ * cache, a cache of size 0, and skipped ranges (holes) that miss until the ring laps them. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,5 +107,74 @@ Test(tailcache, size_zero_holds_nothing)
     tailcache_put(&tc, 0, ref, 4096);
     cr_assert_null(tailcache_get(&tc, 0, 16, scratch, sizeof(scratch)));
     cr_assert_null(tailcache_get(&tc, 0, 0, scratch, sizeof(scratch)));
+    tailcache_free(&tc);
+}
+
+Test(tailcache, skipped_bytes_are_holes_that_miss_until_they_leave)
+{
+    fill_ref();
+    uint8_t scratch[64];
+    struct tailcache tc;
+    cr_assert_eq(tailcache_init(&tc, 16384), 0);
+    tailcache_put(&tc, 0, ref, 4096);
+    tailcache_skip(&tc, 4096, 4096);
+    tailcache_skip(&tc, 8192, 2048); /* adjacent: the same hole grows */
+    cr_assert_eq(tc.hole_count, 1);
+    tailcache_put(&tc, 10240, ref + 10240, 4096);
+    cr_assert_eq(tc.lo, 0);
+    cr_assert_eq(tc.hi, 14336);
+    /* Around the hole: held bytes read back; anything touching it misses. */
+    const uint8_t *p = tailcache_get(&tc, 4000, 96, scratch, sizeof(scratch));
+    cr_assert_not_null(p);
+    cr_assert_eq(memcmp(p, ref + 4000, 96), 0);
+    p = tailcache_get(&tc, 10240, 64, scratch, sizeof(scratch));
+    cr_assert_not_null(p);
+    cr_assert_eq(memcmp(p, ref + 10240, 64), 0);
+    cr_assert_null(tailcache_get(&tc, 4090, 8, scratch, sizeof(scratch)));
+    cr_assert_null(tailcache_get(&tc, 6000, 16, scratch, sizeof(scratch)));
+    cr_assert_null(tailcache_get(&tc, 10230, 16, scratch, sizeof(scratch)));
+    /* Once the ring laps, the old hole's positions hold new bytes, which read back. */
+    tailcache_put(&tc, 14336, ref + 14336, 16384);
+    cr_assert_eq(tc.hole_count, 0, "the hole left with the bytes it covered");
+    p = tailcache_get(&tc, 20480 + 6000, 16, scratch, sizeof(scratch));
+    cr_assert_not_null(p);
+    cr_assert_eq(memcmp(p, ref + 26480, 16), 0);
+    /* The stale bytes of an older lap under a fresh hole are never returned. */
+    tailcache_skip(&tc, 30720, 4096);
+    cr_assert_null(tailcache_get(&tc, 30720, 16, scratch, sizeof(scratch)));
+    cr_assert_eq(tc.hi, 34816);
+    tailcache_free(&tc);
+}
+
+Test(tailcache, too_many_holes_forget_the_oldest_part)
+{
+    fill_ref();
+    uint8_t scratch[64];
+    struct tailcache tc;
+    cr_assert_eq(tailcache_init(&tc, 1u << 19), 0);
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < TAILCACHE_HOLES_MAX + 3; i++) {
+        tailcache_put(&tc, off, ref + off, 1000);
+        tailcache_skip(&tc, off + 1000, 1000);
+        off += 2000;
+        cr_assert_leq(tc.hole_count, TAILCACHE_HOLES_MAX);
+    }
+    cr_assert_eq(tc.hole_count, TAILCACHE_HOLES_MAX);
+    cr_assert_eq(tc.lo, tc.holes[0].off - 1000, "held: from the put before the oldest hole");
+    cr_assert_null(tailcache_get(&tc, 0, 16, scratch, sizeof(scratch)), "forgotten");
+    /* Every remembered put still reads back; every hole misses. */
+    uint32_t checked = 0;
+    for (uint64_t at = tc.lo; at < off; at += 2000) {
+        const uint8_t *p = tailcache_get(&tc, at, 16, scratch, sizeof(scratch));
+        cr_assert_not_null(p);
+        cr_assert_eq(memcmp(p, ref + at, 16), 0);
+        cr_assert_null(tailcache_get(&tc, at + 1010, 16, scratch, sizeof(scratch)));
+        checked++;
+    }
+    cr_assert_eq(checked, TAILCACHE_HOLES_MAX);
+    /* A gap forgets the holes too. */
+    tailcache_skip(&tc, off + 4096, 100);
+    cr_assert_eq(tc.hole_count, 1);
+    cr_assert_eq(tc.lo, off + 4096);
     tailcache_free(&tc);
 }
