@@ -302,6 +302,8 @@ static int replay_record(void *ctx, uint64_t off, const uint8_t *rp,
     struct record_message rm;
     if (!record_decode_message(rp, h, &rm) || !topic_name_valid(rm.topic))
         return 0; /* Recovery reported it already; nothing to index. */
+    if (rm.qos == 0)
+        return 0; /* Not indexed, as live (persist_on_append): the same queue offsets. */
     uint64_t ids[CONSUMEQ_RECORD_QUEUES_MAX];
     uint32_t n = queues_of(rc->s, rm.topic, ids, CONSUMEQ_RECORD_QUEUES_MAX);
     struct consumeq_record rec = { .log_off = off, .timestamp_ns = rm.timestamp_ns,
