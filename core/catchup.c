@@ -13,6 +13,7 @@
 #include "core/persist.h"
 #include "core/session.h"
 #include "core/shard.h"
+#include "core/shared.h"
 #include "io/uring.h"
 #include "store/consumeq.h"
 #include "store/logread.h"
@@ -137,9 +138,14 @@ void catchup_on_resp(struct shard *s, struct catchup_resp *resp)
         s->sessions, (struct slice){ (const uint8_t *)req->client_id, req->client_id_len });
     if (sess != NULL && sess->serial == req->serial && sess->origins != NULL &&
         sess->origins[req->origin].mode == ORIGIN_READING) {
-        if (sess->conn != NULL && !s->stopping) {
+        bool is_cursor = shared_is_cursor(sess); /* a shared group's (core/shared.h) */
+        if ((sess->conn != NULL || (is_cursor && shared_cursor_wants(s, sess))) &&
+            !s->stopping) {
             apply_resp(s, sess, resp);
-            session_catchup_poll(s, sess);
+            if (is_cursor)
+                shared_cursor_pump(s, sess);
+            else
+                session_catchup_poll(s, sess);
         } else {
             sess->origins[req->origin].mode = ORIGIN_BEHIND; /* Offline meanwhile. */
         }

@@ -70,8 +70,11 @@ struct config_key {
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const flush_mode_names[] = { "sync", "async", NULL };
 static const char *const client_id_format_names[] = { "any", "group_device", NULL };
+static const char *const shared_policy_names[] = { "round_robin", "random", "sticky", "hash",
+                                                   NULL };
 STATIC_ASSERT(sizeof(enum log_level) == sizeof(int) && sizeof(enum store_flush) == sizeof(int) &&
-              sizeof(enum client_id_format) == sizeof(int), "CONFIG_NAMED stores an int");
+              sizeof(enum client_id_format) == sizeof(int) &&
+              sizeof(enum shared_policy) == sizeof(int), "CONFIG_NAMED stores an int");
 
 /* Keep docs/configuration.md in step with this table. */
 static const struct config_key config_keys[] = {
@@ -151,6 +154,11 @@ static const struct config_key config_keys[] = {
               "any | group_device: client ids must be GroupID@@@DeviceID (each 1..64 bytes)"),
     KEY_OTHER("mqtt.deny_subscribe", CONFIG_OPT_TEXT, deny_subscribe, "",
               "topic filter whose SUBSCRIBE is refused (SUBACK 0x80), exact match; empty = none"),
+    KEY_OTHER("mqtt.shared_subscriptions", CONFIG_BOOL, shared_subscriptions, "true",
+              "whether shared subscriptions ($share/{group}/{filter}) are available"),
+    KEY_NAMED("mqtt.shared_subscription_policy", shared_policy, shared_policy_names,
+              "round_robin",
+              "member of a shared group that gets a message: round_robin|random|sticky|hash"),
 };
 
 

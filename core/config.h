@@ -32,6 +32,14 @@ enum client_id_format {
     CLIENT_ID_FORMAT_GROUP_DEVICE = 1, /* GroupID@@@DeviceID (core/iot.h) */
 };
 
+/* How a shared subscription group picks the member that gets a message (core/shared.h). */
+enum shared_policy {
+    SHARED_POLICY_ROUND_ROBIN = 0,
+    SHARED_POLICY_RANDOM = 1,
+    SHARED_POLICY_STICKY = 2,    /* one member while it stays online */
+    SHARED_POLICY_HASH = 3,      /* by publisher client id: its messages stay in order */
+};
+
 struct config {
     /* listener.tcp.* */
     uint16_t tcp_port;                   /* listener.tcp.port, 1883; 0 = pick a free port */
@@ -74,6 +82,8 @@ struct config {
     bool p2p;                            /* mqtt.p2p, false: {parent}/p2p/{id} topics (iot.h) */
     enum client_id_format client_id_format; /* mqtt.client_id_format, any|group_device */
     char deny_subscribe[CONFIG_STR_MAX]; /* mqtt.deny_subscribe, "" = none; else a filter refused */
+    bool shared_subscriptions;           /* mqtt.shared_subscriptions, true: $share/{group}/... */
+    enum shared_policy shared_policy;    /* mqtt.shared_subscription_policy, round_robin */
 };
 
 /* Fills `cfg` with every default. */

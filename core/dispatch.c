@@ -23,6 +23,7 @@
 #include "core/router.h"
 #include "core/session.h"
 #include "core/shard.h"
+#include "core/shared.h"
 #include "core/subtree.h"
 #include "core/topic.h"
 
@@ -269,7 +270,7 @@ static bool write_connack(struct shard *s, struct conn *c, const struct mqtt_con
         p->sub_id_available = 1;
         p->receive_max = (uint16_t)MIN(cfg->max_inflight, 65535u);
         p->max_packet_size = cfg->max_packet_size;
-        p->shared_sub_available = 0; /* $share arrives with the shared subscription work. */
+        p->shared_sub_available = cfg->shared_subscriptions ? 1 : 0;
         if (cfg->max_topic_alias > 0) {
             p->present |= 1ull << MQTT_PROP_TOPIC_ALIAS_MAX;
             p->topic_alias_max = (uint16_t)cfg->max_topic_alias;
@@ -397,6 +398,9 @@ static bool on_connect(struct shard *s, struct conn *c, const uint8_t *frame, ui
     if (id.len > s->cfg->max_client_id_len)
         return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
                               "client id too long");
+    if (shared_filter_is_shared((const char *)id.ptr, id.len))
+        return refuse_connect(s, c, MQTT_RC_CLIENT_ID_INVALID, MQTT_V3_IDENTIFIER_REJECTED,
+                              "client id reserved for shared subscription groups");
     if (c->version == MQTT_V5 && mqtt_props_has(&cn->props, MQTT_PROP_AUTH_METHOD))
         return refuse_connect(s, c, MQTT_RC_BAD_AUTH_METHOD, MQTT_V3_NOT_AUTHORIZED,
                               "enhanced authentication not supported");
@@ -727,7 +731,7 @@ static uint8_t subscribe_one(struct shard *s, struct conn *c, struct slice filte
     bool v5 = c->version == MQTT_V5;
     struct slice group, real;
     int shared = topic_shared_parse(filter, &group, &real);
-    if (shared != 0)
+    if (shared < 0 || (shared > 0 && !s->cfg->shared_subscriptions))
         return v5 ? (shared < 0 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_RC_SHARED_SUB_NOT_SUPPORTED)
                   : 0x80;
     if (!topic_filter_valid(filter))
@@ -740,6 +744,15 @@ static uint8_t subscribe_one(struct shard *s, struct conn *c, struct slice filte
         return 0x80;
     if ((options & MQTT_SUBOPT_QOS_MASK) > s->cfg->max_qos) /* Granted lower (MQTT-3.9.3). */
         options = (uint8_t)((options & ~MQTT_SUBOPT_QOS_MASK) | s->cfg->max_qos);
+    if (shared > 0) {
+        /* The group's owner shard routes it (core/shared.h); no local tree entry. No Local was
+         * refused by the codec for v5 (MQTT-3.8.3-4); 3.1.1 has no such option. */
+        int added_shared = shared_subscribe(s, c->session, filter, options, sub_id);
+        if (added_shared < 0)
+            return v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;
+        *is_new = added_shared == 1;
+        return options & MQTT_SUBOPT_QOS_MASK;
+    }
     int added = subtree_add(s->subs, filter, c->session, options, sub_id);
     if (added < 0)
         return v5 ? MQTT_RC_QUOTA_EXCEEDED : 0x80;
@@ -796,6 +809,8 @@ static bool answer_subscribe(struct shard *s, struct conn *c, struct suback_answ
                            MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
         if (a->rcs[i] >= 0x80 || handling == 2 || (handling == 1 && !a->fresh[i]))
             continue;
+        if (shared_filter_is_shared((const char *)filter.ptr, filter.len))
+            continue; /* MQTT 4.8.2: no retained messages on a shared subscription. */
         router_send_retained(s, c->session, filter, a->rcs[i], a->sub_id);
     }
     free(a);
@@ -846,6 +861,11 @@ static bool on_unsubscribe(struct shard *s, struct conn *c, const struct mqtt_su
         if (!topic_filter_valid(filter) || topic_shared_parse(filter, &group, &real) < 0) {
             /* No subscription can exist for it; v5 says why (MQTT-3.11.3, 0x8F). */
             rcs[i] = MQTT_RC_TOPIC_FILTER_INVALID;
+            continue;
+        }
+        if (topic_shared_parse(filter, &group, &real) > 0) {
+            rcs[i] = shared_unsubscribe(s, c->session, filter) ? MQTT_RC_SUCCESS
+                                                               : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
             continue;
         }
         bool removed = subtree_remove(s->subs, filter, c->session) == 0;

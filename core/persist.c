@@ -17,6 +17,7 @@
 #include "core/retain.h"
 #include "core/session.h"
 #include "core/shard.h"
+#include "core/shared.h"
 #include "core/subtree.h"
 #include "core/topic.h"
 #include "io/uring.h"
@@ -116,6 +117,8 @@ void persist_filter_hold(struct shard *s, struct slice filter, int32_t delta)
 {
     if (!codec_has_wildcard(filter))
         return; /* An exact filter reads its topic's queue, which always exists. */
+    if (shared_filter_is_shared((const char *)filter.ptr, filter.len))
+        return; /* Routed by its group's owner, not read from the log (core/shared.h). */
     registry_apply(s, filter, delta);
     if (s->count == 1)
         return;

@@ -22,6 +22,7 @@
 #include "core/retain.h"
 #include "core/session.h"
 #include "core/shard.h"
+#include "core/shared.h"
 #include "core/subtree.h"
 #include "store/commitlog.h"
 
@@ -183,6 +184,7 @@ void router_route(struct shard *s, struct msg *m)
         return;
     }
     deliver_local(s, m);
+    shared_route(s, m); /* The shared groups this shard owns. */
     for (uint16_t i = 0; i < s->count; i++) {
         if (i == s->id)
             continue;
@@ -201,6 +203,7 @@ void router_on_note(struct shard *s, const struct msg *m)
         return;
     }
     deliver_local(s, m);
+    shared_route(s, m); /* The shared groups this shard owns. */
     if (m->retain)
         retain_update(s, m);
 }

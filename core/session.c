@@ -27,6 +27,7 @@
 #include "core/recovery.h"
 #include "core/router.h"
 #include "core/shard.h"
+#include "core/shared.h"
 #include "core/subtree.h"
 #include "core/topic.h"
 #include "store/journal.h"
@@ -189,9 +190,10 @@ static void free_session(struct shard *s, struct session *sess)
 {
     for (uint32_t i = 0; i < sess->sub_count; i++) {
         struct session_sub *sub = &sess->subs[i];
-        (void)subtree_remove(s->subs, (struct slice){ (const uint8_t *)sub->filter,
-                                                      sub->filter_len },
-                             sess); /* Always present: both are updated together. */
+        if (!shared_filter_is_shared(sub->filter, sub->filter_len)) /* not in the tree */
+            (void)subtree_remove(s->subs, (struct slice){ (const uint8_t *)sub->filter,
+                                                          sub->filter_len },
+                                 sess); /* Always present: both are updated together. */
         free(sub->filter);
     }
     free(sess->subs);
@@ -223,6 +225,7 @@ static void session_destroy_raw(struct shard *s, struct session *sess)
 void session_destroy(struct shard *s, struct session *sess)
 {
     ASSERT(sess->conn == NULL);
+    shared_session_end(s, sess); /* Its shared deliveries go back to their groups. */
     session_set_persistent(s, sess, false); /* The end is journaled, the filters released. */
     table_unlink(s->sessions, sess);
     free_session(s, sess);
@@ -630,6 +633,19 @@ void session_deliver_retained(struct shard *s, struct session *sess, const struc
     deliver(s, sess, m, qos, true, sub_id, false);
 }
 
+void session_deliver_shared(struct shard *s, struct session *sess, const struct msg *m,
+                            uint8_t qos, bool retain, uint32_t sub_id, uint64_t share_key)
+{
+    ASSERT_HOT(share_key != 0);
+    if (qos == 0 || msg_expired_now(m) || sess->queue_len >= s->cfg->max_queued_messages) {
+        deliver(s, sess, m, qos, retain, sub_id, false); /* Sent, or dropped and counted. */
+        return;
+    }
+    struct session_out spec = { .qos = qos, .retain = retain, .sub_id = sub_id,
+                                .share_key = share_key };
+    (void)enqueue(s, sess, m, &spec); /* Counted on failure. */
+}
+
 /* What a restart left for `m`: 0 nothing (a new delivery), 1 re-send it with packet id *id
  * (a QoS 2 delivery not yet PUBREC'd), -1 do not deliver it again (PUBREC'd or completed).
  * The entry is taken out of the list. */
@@ -840,6 +856,7 @@ void session_attach(struct shard *s, struct session *sess, struct conn *c)
         }
     }
     session_pump(s, sess);
+    shared_session_online(s, sess);
 }
 
 bool session_qos2_has(const struct session *sess, uint16_t packet_id)
@@ -908,6 +925,8 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
     c->session = NULL;
     sess->conn = NULL;
     sess->offline_since_ms = s->now_ms;
+    if (sess->persistent)
+        shared_session_offline(s, sess); /* Before go_offline drops the queue. */
     if (sess->persistent && sess->origins != NULL)
         go_offline(s, sess);
     struct msg *will = sess->will;
@@ -1036,10 +1055,19 @@ static int adopt_subs(struct shard *s, struct session *sess, const struct journa
     while (journal_sub_next(st, &pos, &sub)) {
         if (!topic_filter_valid(sub.filter))
             continue; /* Never from this code; never trusted either. */
-        if (subtree_add(s->subs, sub.filter, sess, sub.options, sub.sub_id) < 0)
+        if (shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len)) {
+            /* A shared subscription: the group's owner shard holds it (core/shared.h). */
+            int rc = shared_subscribe(s, sess, sub.filter, sub.options, sub.sub_id);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        bool in_tree = !shared_is_cursor(sess); /* a group cursor's filter: core/shared.h */
+        if (in_tree && subtree_add(s->subs, sub.filter, sess, sub.options, sub.sub_id) < 0)
             return -ENOMEM;
         if (session_sub_add(sess, sub.filter, sub.options, sub.sub_id) != 0) {
-            (void)subtree_remove(s->subs, sub.filter, sess); /* Just added. */
+            if (in_tree)
+                (void)subtree_remove(s->subs, sub.filter, sess); /* Just added. */
             return -ENOMEM;
         }
     }

@@ -38,6 +38,8 @@ struct session_out {
     uint64_t journal_end;    /* unsent: the log offset its OUT record ends at */
     uint64_t log_off;        /* QoS 2 restored after a restart (msg NULL): its record */
     uint16_t origin;
+    uint64_t share_key;      /* a shared subscription delivery: its group (core/shared.h); 0
+                              * for a delivery of the session's own subscriptions */
 };
 
 /* An outbound QoS 2 delivery journaled before a restart. When the catch-up reads its record
@@ -179,6 +181,13 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will);
  * full); QoS 1/2 enter the window or the queue (cloning a foreign message). */
 void session_deliver(struct shard *s, struct session *sess, const struct msg *m, uint8_t qos,
                      bool retain, uint32_t sub_id);
+
+/* Delivers `m` to `sess` for the shared subscription group `share_key` (core/shared.h):
+ * like session_deliver for a non-persistent session (outside the log positions; QoS 0 to the
+ * socket or dropped; QoS 1/2 queued, dropped and counted beyond mqtt.max_queued_messages), with
+ * the entries marked so that they go back to the group if the member leaves unacknowledged. */
+void session_deliver_shared(struct shard *s, struct session *sess, const struct msg *m,
+                            uint8_t qos, bool retain, uint32_t sub_id, uint64_t share_key);
 
 /* Delivers a retained message on subscribe: like session_deliver, but outside the log
  * positions. */

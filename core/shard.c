@@ -35,6 +35,7 @@
 #include "core/retain.h"
 #include "core/router.h"
 #include "core/session.h"
+#include "core/shared.h"
 #include "core/subtree.h"
 #include "store/consumeq.h"
 
@@ -112,6 +113,8 @@ static void note_release(struct note n)
         msg_release(n.ptr);
     else if (n.kind == NOTE_FILTER)
         persist_filter_note_release(n.ptr);
+    else if (n.kind == NOTE_SHARED)
+        shared_note_release(n.ptr);
 }
 
 void shard_post(struct shard *s, uint16_t to, struct note n)
@@ -196,6 +199,9 @@ static void consume_other(struct shard *s, const struct note *note)
         break;
     case NOTE_CATCHUP_FAILED:
         catchup_on_failed(s, note->ptr);
+        break;
+    case NOTE_SHARED:
+        shared_on_note(s, note->ptr);
         break;
     default:
         ASSERT(false);
@@ -547,8 +553,10 @@ static void shard_loop(struct shard *s)
                 session_tick(s);
                 lifetime_retained_scan(s);
             }
-            if (!s->stopping)
+            if (!s->stopping) {
                 persist_tick(s);
+                shared_tick(s);
+            }
         }
         if (!s->stopping && wake_stop_requested(&s->wake))
             begin_stop(s);
@@ -603,6 +611,7 @@ static void adopt_sessions(struct shard *s)
 {
     const struct recovery *r = s->set->recovery;
     uint32_t adopted = 0;
+    shared_restore_begin(s);
     for (uint32_t i = 0; i < r->session_count; i++) {
         const struct recovery_session *rs = &r->sessions[i];
         if (!recovery_session_live(rs) ||
@@ -615,6 +624,7 @@ static void adopt_sessions(struct shard *s)
         else
             adopted++;
     }
+    shared_restore_end(s); /* Restored members join their groups (core/shared.h). */
     if (adopted > 0)
         LOG_INFO("store", "sessions_restored shard=%u count=%u", s->id, adopted);
 }
@@ -725,7 +735,9 @@ static int shard_init(struct shard_set *set, struct shard *s, uint16_t id, char 
     s->sessions = session_table_create();
     s->subs = subtree_create();
     s->retained = retain_create();
-    if (s->conns == NULL || s->sessions == NULL || s->subs == NULL || s->retained == NULL)
+    s->shared = shared_create();
+    if (s->conns == NULL || s->sessions == NULL || s->subs == NULL || s->retained == NULL ||
+        s->shared == NULL)
         return set_fail(-ENOMEM, err, err_len, "shard state");
     int rc = spsc_init(&s->log_ring, SHARD_LOG_RING_ENTRIES, LOG_LINE_MAX);
     if (rc < 0)
@@ -870,6 +882,7 @@ void shard_set_destroy(struct shard_set *set)
             subtree_destroy(s->subs);
         if (s->retained != NULL)
             retain_destroy(s->retained, router_release_retained, NULL);
+        shared_destroy(s->shared);
         for (uint16_t j = 0; j < set->count; j++)
             free(s->backlog[j].notes);
         free(s->matches);

@@ -29,6 +29,7 @@ struct recovery;
 struct subtree;
 struct retain;
 struct msg;
+struct shared;
 
 /* What travels on a shard-pair ring. 16 bytes; the ring's entry size. */
 enum note_kind {
@@ -39,6 +40,7 @@ enum note_kind {
     NOTE_CATCHUP_RESP = 5,    /* `ptr` is the sender's struct catchup_resp: release it after */
     NOTE_CATCHUP_RELEASE = 6, /* `ptr` is the receiver's struct catchup_resp: free it */
     NOTE_CATCHUP_FAILED = 7,  /* `ptr` is the receiver's struct catchup_req, unanswered */
+    NOTE_SHARED = 8,          /* `ptr` is the sender's struct shared_note (core/shared.h) */
 };
 struct note {
     uint32_t kind;
@@ -176,6 +178,7 @@ struct shard {
     struct session_table *sessions;
     struct subtree *subs;
     struct retain *retained;
+    struct shared *shared;    /* shared subscription groups this shard owns (core/shared.h) */
     bool retained_may_expire; /* a retained message with an expiry may be held (lifetime.h) */
     uint64_t client_id_counter;
     struct route_match *matches; /* router scratch, reused by every routing pass */

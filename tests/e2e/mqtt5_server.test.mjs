@@ -111,7 +111,7 @@ for (const shards of SKIP ? [] : shardCounts()) {
             assert.equal(p.retainAvailable, true);
             assert.equal(p.wildcardSubscriptionAvailable, true);
             assert.equal(p.subscriptionIdentifiersAvailable, true);
-            assert.equal(p.sharedSubscriptionAvailable, false);
+            assert.equal(p.sharedSubscriptionAvailable, true);
             assert.equal(p.serverKeepAlive, 30);
             assert.equal(p.assignedClientIdentifier, undefined);
             assert.equal(p.responseInformation, undefined);

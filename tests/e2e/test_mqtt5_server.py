@@ -193,7 +193,7 @@ class ConnackPropertiesCases:
         self.assertEqual(session.rc, 0)
         self.assertEqual(session.props, {
             P_RECEIVE_MAX: 20, P_MAX_PACKET: 65536, P_ALIAS_MAX: 7, P_RETAIN_AVAIL: 1,
-            P_WILDCARD: 1, P_SUB_ID_AVAIL: 1, P_SHARED: 0,
+            P_WILDCARD: 1, P_SUB_ID_AVAIL: 1, P_SHARED: 1,
         })  # no assigned id (one was given), no server keep alive (60 s kept), no response info
 
     def test_assigned_client_identifier_for_an_empty_id(self):
@@ -225,7 +225,7 @@ class ConnackPropertiesCases:
         self.assertEqual(props.RetainAvailable, 1)
         self.assertEqual(props.WildcardSubscriptionAvailable, 1)
         self.assertEqual(props.SubscriptionIdentifierAvailable, 1)
-        self.assertEqual(props.SharedSubscriptionAvailable, 0)
+        self.assertEqual(props.SharedSubscriptionAvailable, 1)
 
 
 class ServerKeepaliveCases:

@@ -665,7 +665,9 @@ Test(config, print_lists_every_key_once_in_table_order)
                                    "mqtt.response_information = \n"
                                    "mqtt.p2p = false\n"
                                    "mqtt.client_id_format = any\n"
-                                   "mqtt.deny_subscribe = \n";
+                                   "mqtt.deny_subscribe = \n"
+                                   "mqtt.shared_subscriptions = true\n"
+                                   "mqtt.shared_subscription_policy = round_robin\n";
     cr_assert_str_eq(text, expected);
     free(text);
 }
@@ -684,6 +686,7 @@ Test(config, print_then_load_gives_the_same_config)
         "mqtt.redirect_to=other.example:8883", "mqtt.redirect_permanent=on",
         "mqtt.response_information=resp/", "mqtt.p2p=on", "mqtt.client_id_format=group_device",
         "mqtt.deny_subscribe=test/nosubscribe",
+        "mqtt.shared_subscriptions=off", "mqtt.shared_subscription_policy=hash",
     };
     struct config cfg;
     char err[CONFIG_ERR_MAX];
@@ -725,4 +728,24 @@ Test(config, optional_text_may_be_empty_and_must_be_printable_ascii)
     cr_assert_str_eq(err, "empty value");
     cr_assert_eq(config_set(&cfg, "mqtt.client_id_format", "groups", err, sizeof(err)), -EINVAL);
     cr_assert_str_eq(err, "not one of any|group_device");
+}
+
+Test(config, shared_subscription_keys)
+{
+    struct config cfg;
+    char err[CONFIG_ERR_MAX];
+    config_defaults(&cfg);
+    cr_assert_eq(cfg.shared_subscriptions, true);
+    cr_assert_eq(cfg.shared_policy, SHARED_POLICY_ROUND_ROBIN);
+    static const char *const names[] = { "round_robin", "random", "sticky", "hash" };
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(config_set(&cfg, "mqtt.shared_subscription_policy", names[i], err,
+                                sizeof(err)), 0, "%s", err);
+        cr_assert_eq((int)cfg.shared_policy, i);
+    }
+    cr_assert_eq(config_set(&cfg, "mqtt.shared_subscription_policy", "least_busy", err,
+                            sizeof(err)), -EINVAL);
+    cr_assert_str_eq(err, "not one of round_robin|random|sticky|hash");
+    cr_assert_eq(config_set(&cfg, "mqtt.shared_subscriptions", "no", err, sizeof(err)), 0);
+    cr_assert_eq(cfg.shared_subscriptions, false);
 }
