@@ -9,114 +9,15 @@
 // packet codec, installed with it) on a plain socket. Each shard count in KEELMQ_SHARDS
 // (default 1,2,4) gets its own broker, started as tests/e2e/harness.py starts it.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import mqtt from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HOST = '127.0.0.1';
-const EVENT_TIMEOUT_MS = 5000;
-const START_TIMEOUT_MS = 10000;
-const STOP_TIMEOUT_MS = 10000;
+import { EVENT_TIMEOUT_MS, HOST, shardCounts, useBroker, withTimeout } from './broker.mjs';
+
 const QUIET_MS = 400; // an absence is asserted by waiting this long for what must not come
 const TOPIC_ALIAS_INVALID = 0x94;
-
-function withTimeout(promise, ms, what) {
-    let timer;
-    const timeout = new Promise((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
-                           ms);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-// One keelmq process with a temporary store directory; start() resolves once it listens.
-class Broker {
-    constructor(shards, options = {}) {
-        this.shards = shards;
-        this.options = options;
-        this.lines = [];
-        this.child = null;
-        this.port = null;
-        this.storeDir = null;
-    }
-
-    async start() {
-        const binary = path.join(path.resolve(REPO_ROOT, process.env.BUILD || 'build'), 'keelmq');
-        assert.ok(fs.existsSync(binary), `broker binary ${binary} not found`);
-        this.storeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keelmq-e2e-js-'));
-        const argv = ['-o', 'listener.tcp.port=0', '-o', `listener.tcp.bind=${HOST}`,
-                      '-o', `store.dir=${this.storeDir}`, '-o', `shard.count=${this.shards}`];
-        for (const [key, value] of Object.entries(this.options)) argv.push('-o', `${key}=${value}`);
-        this.child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-        this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) =>
-            resolve({ code, signal })));
-        const ready = new Promise((resolve, reject) => {
-            const lines = readline.createInterface({ input: this.child.stderr });
-            lines.on('line', (line) => {
-                this.lines.push(line);
-                const match = /listening tcp 127\.0\.0\.1:(\d+)/.exec(line);
-                if (match && this.port === null) {
-                    this.port = Number(match[1]);
-                    resolve();
-                }
-            });
-            this.exited.then(({ code }) => reject(new Error(
-                `broker exited with ${code} before listening:\n${this.log()}`)));
-        });
-        try {
-            await withTimeout(ready, START_TIMEOUT_MS, 'broker to listen');
-        } catch (error) {
-            this.child.kill('SIGKILL');
-            this.removeStore();
-            throw new Error(`${error.message}\n${this.log()}`);
-        }
-    }
-
-    log() {
-        return this.lines.slice(-100).join('\n');
-    }
-
-    removeStore() {
-        if (this.storeDir) fs.rmSync(this.storeDir, { recursive: true, force: true });
-        this.storeDir = null;
-    }
-
-    // Sends SIGTERM and asserts exit status 0; SIGKILL after STOP_TIMEOUT_MS.
-    async stop() {
-        if (!this.child) return;
-        try {
-            assert.equal(this.child.exitCode, null, `broker died during the test:\n${this.log()}`);
-            this.child.kill('SIGTERM');
-            let status;
-            try {
-                status = await withTimeout(this.exited, STOP_TIMEOUT_MS, 'broker exit');
-            } catch (error) {
-                this.child.kill('SIGKILL');
-                await this.exited;
-                throw error;
-            }
-            assert.deepEqual(status, { code: 0, signal: null },
-                             `broker exit after SIGTERM:\n${this.log()}`);
-        } finally {
-            this.removeStore();
-            this.child = null;
-        }
-    }
-}
-
-function shardCounts() {
-    return (process.env.KEELMQ_SHARDS || '1,2,4').split(',').filter((s) => s.trim())
-        .map(Number);
-}
 
 // An MQTT 5 connection on a plain socket, packets encoded and parsed by mqtt-packet. Every
 // packet received is queued; next() awaits one, quiet() asserts none comes for QUIET_MS.
@@ -181,44 +82,17 @@ class Wire {
 
 for (const shards of shardCounts()) {
     describe(`MQTT 5 delivery with mqtt.js, keelmq with ${shards} shard(s)`, () => {
-        const broker = new Broker(shards);
-        const clients = [];
+        const { broker, connect: connectWith, track } = useBroker(shards);
 
-        before(() => broker.start());
-        after(async () => {
-            await Promise.all(clients.map((client) =>
-                client.endAsync ? client.endAsync(true) : client.close()));
-            await broker.stop();
-        });
-
+        // Resolves with { client, next } once connected with MQTT 5; next(what) awaits the next
+        // message ({ topic, payload, packet, wireTopic }).
         async function connect(options = {}) {
-            const client = mqtt.connect(`mqtt://${HOST}:${broker.port}`, {
-                protocolVersion: 5, reconnectPeriod: 0, connectTimeout: EVENT_TIMEOUT_MS,
-                ...options,
-            });
-            clients.push(client);
-            const messages = [];
-            const waiters = [];
-            client.on('message', (topic, payload, packet) => {
-                const message = { topic, payload, packet, wireTopic: packet.topic };
-                const waiter = waiters.shift();
-                if (waiter) waiter(message);
-                else messages.push(message);
-            });
-            await withTimeout(new Promise((resolve, reject) => {
-                client.once('connect', resolve);
-                client.once('error', reject);
-            }), EVENT_TIMEOUT_MS, 'CONNACK');
-            const next = (what = 'message') => messages.length ? Promise.resolve(messages.shift())
-                : withTimeout(new Promise((resolve) => waiters.push(resolve)), EVENT_TIMEOUT_MS,
-                              what);
-            return { client, next };
+            const { client, inbox } = await connectWith(options);
+            return { client, next: (what) => inbox.next(what) };
         }
 
         function wire() {
-            const connection = new Wire(broker.port);
-            clients.push(connection);
-            return connection;
+            return track(new Wire(broker.port));
         }
 
         test('receive maximum never exceeded (counted in the client)', async () => {

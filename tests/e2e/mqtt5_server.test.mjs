@@ -8,83 +8,10 @@
 //
 // keelmq only: skipped under KEELMQ_E2E_BROKER=mosquitto or KEELMQ_E2E_PORT.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import mqtt from 'mqtt';
 
-import { Broker, EVENT_TIMEOUT_MS, HOST, shardCounts, withTimeout } from './broker.mjs';
-
-const SKIP = process.env.KEELMQ_E2E_BROKER === 'mosquitto' || Boolean(process.env.KEELMQ_E2E_PORT);
-
-// Collects 'message' events so a test can await the next one with a timeout.
-class Inbox {
-    constructor(client) {
-        this.queue = [];
-        this.waiters = [];
-        client.on('message', (topic, payload, packet) => {
-            const message = { topic, payload, packet };
-            const waiter = this.waiters.shift();
-            if (waiter) waiter(message);
-            else this.queue.push(message);
-        });
-    }
-
-    next(what = 'message') {
-        if (this.queue.length) return Promise.resolve(this.queue.shift());
-        return withTimeout(new Promise((resolve) => this.waiters.push(resolve)), EVENT_TIMEOUT_MS,
-                           what);
-    }
-
-    // Asserts that nothing arrives within `ms` (the one sanctioned fixed wait).
-    async none(ms) {
-        await new Promise((resolve) => setTimeout(resolve, ms));
-        assert.equal(this.queue.length, 0, `unexpected message on ${this.queue[0]?.topic}`);
-    }
-}
-
-// One broker per describe block; clients are ended before it stops.
-function useBroker(shards, options) {
-    const broker = new Broker(shards, options);
-    const clients = [];
-    before(() => broker.start());
-    after(async () => {
-        await Promise.all(clients.map((client) => client.endAsync(true)));
-        await broker.stop();
-    });
-
-    // Resolves with { client, inbox, connack } once CONNACK came back with success.
-    async function connect(options = {}) {
-        const client = mqtt.connect(`mqtt://${HOST}:${broker.port}`, {
-            protocolVersion: 5, reconnectPeriod: 0, connectTimeout: EVENT_TIMEOUT_MS, ...options,
-        });
-        clients.push(client);
-        const inbox = new Inbox(client);
-        const connack = await withTimeout(new Promise((resolve, reject) => {
-            client.once('connect', resolve);
-            client.once('error', reject);
-        }), EVENT_TIMEOUT_MS, 'CONNACK');
-        return { client, inbox, connack };
-    }
-
-    // Resolves with { error, connack } for a CONNECT the broker refuses.
-    async function refused(options = {}) {
-        const client = mqtt.connect(`mqtt://${HOST}:${broker.port}`, {
-            protocolVersion: 5, reconnectPeriod: 0, connectTimeout: EVENT_TIMEOUT_MS, ...options,
-        });
-        clients.push(client);
-        let connack = null;
-        client.on('packetreceive', (packet) => {
-            if (packet.cmd === 'connack') connack = packet;
-        });
-        const error = await withTimeout(new Promise((resolve, reject) => {
-            client.once('connect', () => reject(new Error('connected, expected a refusal')));
-            client.once('error', resolve);
-        }), EVENT_TIMEOUT_MS, 'refusing CONNACK');
-        return { error, connack };
-    }
-
-    return { broker, connect, refused };
-}
+import { EVENT_TIMEOUT_MS, OTHER_BROKER, shardCounts, useBroker, withTimeout } from './broker.mjs';
 
 // The SUBACK packet of a subscription to `filters`, as it came off the wire.
 async function subackOf(client, filters) {
@@ -95,7 +22,7 @@ async function subackOf(client, filters) {
     return withTimeout(suback, EVENT_TIMEOUT_MS, 'SUBACK');
 }
 
-for (const shards of SKIP ? [] : shardCounts()) {
+for (const shards of OTHER_BROKER ? [] : shardCounts()) {
     describe(`server properties with ${shards} shard(s)`, () => {
         const { connect, refused } = useBroker(shards, {
             'mqtt.max_packet_size': '65536', 'mqtt.max_inflight': '20', 'mqtt.max_topic_alias': '7',

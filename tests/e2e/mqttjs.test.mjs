@@ -6,195 +6,22 @@
 //   KEELMQ_E2E_PORT=1883 node --test tests/e2e/  (use a broker that is already running)
 //
 // Each shard count in KEELMQ_SHARDS (default 1,2,4; only 1 under mosquitto) gets its own broker,
-// started exactly as tests/e2e/harness.py starts it. MQTT.js comes from tests/e2e/node_modules
-// (scripts/deps.sh test installs it).
+// started by tests/e2e/broker.mjs exactly as tests/e2e/harness.py starts it. MQTT.js comes from
+// tests/e2e/node_modules (scripts/deps.sh test installs it).
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import mqtt from 'mqtt';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HOST = '127.0.0.1';
-const EVENT_TIMEOUT_MS = 5000;
-const START_TIMEOUT_MS = 10000;
-const STOP_TIMEOUT_MS = 10000;
-const IS_MOSQUITTO = process.env.KEELMQ_E2E_BROKER === 'mosquitto';
+import { Broker, IS_MOSQUITTO, OTHER_BROKER, shardCounts, useBroker } from './broker.mjs';
 
-function withTimeout(promise, ms, what) {
-    let timer;
-    const timeout = new Promise((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
-                           ms);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const server = net.createServer();
-        server.on('error', reject);
-        server.listen(0, HOST, () => {
-            const { port } = server.address();
-            server.close(() => resolve(port));
-        });
-    });
-}
-
-// One broker process with a temporary store directory; start() resolves once it listens.
-class Broker {
-    constructor(shards) {
-        this.shards = shards;
-        this.lines = [];
-        this.child = null;
-        this.port = null;
-        this.storeDir = null;
-    }
-
-    async start() {
-        if (process.env.KEELMQ_E2E_PORT) {
-            this.port = Number(process.env.KEELMQ_E2E_PORT);
-            return;
-        }
-        let argv;
-        let readyRe;
-        if (IS_MOSQUITTO) {
-            this.storeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keelmq-e2e-js-'));
-            this.port = await freePort();
-            const config = path.join(this.storeDir, 'mosquitto.conf');
-            fs.writeFileSync(config, `listener ${this.port} ${HOST}\nallow_anonymous true\n` +
-                             'persistence false\nlog_dest stderr\n');
-            argv = ['/usr/sbin/mosquitto', '-c', config];
-            readyRe = /mosquitto version .* running/;
-        } else {
-            const build = path.resolve(REPO_ROOT, process.env.BUILD || 'build');
-            const binary = path.join(build, 'keelmq');
-            assert.ok(fs.existsSync(binary), `broker binary ${binary} not found`);
-            this.storeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keelmq-e2e-js-'));
-            argv = [binary, '-o', 'listener.tcp.port=0', '-o', `listener.tcp.bind=${HOST}`,
-                    '-o', `store.dir=${this.storeDir}`, '-o', `shard.count=${this.shards}`];
-            readyRe = /listening tcp 127\.0\.0\.1:(\d+)/;
-        }
-        this.child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-        this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) =>
-            resolve({ code, signal })));
-        const ready = new Promise((resolve, reject) => {
-            // readline keeps draining stderr after the match, so the pipe never fills.
-            const lines = readline.createInterface({ input: this.child.stderr });
-            lines.on('line', (line) => {
-                this.lines.push(line);
-                const match = readyRe.exec(line);
-                if (match && this.port === null) this.port = Number(match[1]);
-                if (match) resolve();
-            });
-            this.exited.then(({ code }) => reject(new Error(
-                `broker exited with ${code} before listening:\n${this.log()}`)));
-        });
-        try {
-            await withTimeout(ready, START_TIMEOUT_MS, 'broker to listen');
-        } catch (error) {
-            this.child.kill('SIGKILL');
-            this.removeStore();
-            throw new Error(`${error.message}\n${this.log()}`);
-        }
-    }
-
-    log() {
-        return this.lines.slice(-100).join('\n');
-    }
-
-    removeStore() {
-        if (this.storeDir) fs.rmSync(this.storeDir, { recursive: true, force: true });
-        this.storeDir = null;
-    }
-
-    // Sends SIGTERM and asserts exit status 0; SIGKILL after STOP_TIMEOUT_MS.
-    async stop() {
-        if (!this.child) return;
-        try {
-            assert.equal(this.child.exitCode, null, `broker died during the test:\n${this.log()}`);
-            this.child.kill('SIGTERM');
-            let status;
-            try {
-                status = await withTimeout(this.exited, STOP_TIMEOUT_MS, 'broker exit');
-            } catch (error) {
-                this.child.kill('SIGKILL');
-                await this.exited;
-                throw error;
-            }
-            assert.deepEqual(status, { code: 0, signal: null },
-                             `broker exit after SIGTERM:\n${this.log()}`);
-        } finally {
-            this.removeStore();
-            this.child = null;
-        }
-    }
-}
-
-function shardCounts() {
-    if (IS_MOSQUITTO || process.env.KEELMQ_E2E_PORT) return [1];
-    return (process.env.KEELMQ_SHARDS || '1,2,4').split(',').filter((s) => s.trim())
-        .map(Number);
-}
-
-// Collects 'message' events so a test can await the next one with a timeout.
-class Inbox {
-    constructor(client) {
-        this.queue = [];
-        this.waiters = [];
-        client.on('message', (topic, payload, packet) => {
-            const message = { topic, payload, packet };
-            const waiter = this.waiters.shift();
-            if (waiter) waiter(message);
-            else this.queue.push(message);
-        });
-    }
-
-    next(what = 'message') {
-        if (this.queue.length) return Promise.resolve(this.queue.shift());
-        return withTimeout(new Promise((resolve) => this.waiters.push(resolve)), EVENT_TIMEOUT_MS,
-                           what);
-    }
-
-    async take(count) {
-        const messages = [];
-        for (let index = 0; index < count; index++) {
-            messages.push(await this.next(`message ${index + 1} of ${count}`));
-        }
-        return messages;
-    }
-}
-
-for (const shards of shardCounts()) {
+for (const shards of OTHER_BROKER ? [1] : shardCounts()) {
     describe(`mqtt.js against ${IS_MOSQUITTO ? 'mosquitto' : 'keelmq'} with ${shards} shard(s)`,
              () => {
-        const broker = new Broker(shards);
-        const clients = [];
+        const { connect: connectWith } = useBroker(Broker.fromEnv(shards));
 
-        before(() => broker.start());
-        after(async () => {
-            await Promise.all(clients.map((client) => client.endAsync(true)));
-            await broker.stop();
-        });
-
-        async function connect(protocolVersion, options = {}) {
-            const client = mqtt.connect(`mqtt://${HOST}:${broker.port}`, {
-                protocolVersion, reconnectPeriod: 0, connectTimeout: EVENT_TIMEOUT_MS, ...options,
-            });
-            clients.push(client);
-            const inbox = new Inbox(client);
-            await withTimeout(new Promise((resolve, reject) => {
-                client.once('connect', resolve);
-                client.once('error', reject);
-            }), EVENT_TIMEOUT_MS, 'CONNACK');
-            return { client, inbox };
-        }
+        // Resolves with { client, inbox } once connected with MQTT 3.1.1 (4) or 5.
+        const connect = (protocolVersion, options = {}) =>
+            connectWith({ protocolVersion, ...options });
 
         for (const version of [4, 5]) {
             test(`v${version} subscribe a/# QoS 2 receives QoS 0, 1 and 2 publishes`, async () => {
