@@ -15,9 +15,8 @@ import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import net from 'node:net';
 
-import { Broker, EVENT_TIMEOUT_MS, HOST, shardCounts, withTimeout } from './broker.mjs';
+import { EVENT_TIMEOUT_MS, HOST, OTHER_BROKER, shardCounts, useBroker, withTimeout } from './broker.mjs';
 
-const SKIP = process.env.KEELMQ_E2E_BROKER === 'mosquitto' || Boolean(process.env.KEELMQ_E2E_PORT);
 
 function escapeRe(text) {
     return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -54,26 +53,9 @@ class GroupInbox {
     }
 }
 
-function useBroker(shards, options) {
-    const broker = new Broker(shards, options);
-    const clients = [];
-    before(() => broker.start());
-    after(async () => {
-        await Promise.all(clients.map((client) => client.endAsync(true)));
-        await broker.stop();
-    });
-
-    async function connect(options = {}) {
-        const client = mqtt.connect(`mqtt://${HOST}:${broker.port}`, {
-            protocolVersion: 5, reconnectPeriod: 0, connectTimeout: EVENT_TIMEOUT_MS, ...options,
-        });
-        clients.push(client);
-        const connack = await withTimeout(new Promise((resolve, reject) => {
-            client.once('connect', resolve);
-            client.once('error', reject);
-        }), EVENT_TIMEOUT_MS, 'CONNACK');
-        return { client, connack };
-    }
+// The shared harness plus what groups need: waiting for the owner shard to know the members.
+function useGroups(shards, options) {
+    const { broker, connect } = useBroker(shards, options);
 
     // Waits until the group's owner shard reports `online` online members.
     function members(group, online) {
@@ -110,10 +92,10 @@ function range(from, to) {
     return Array.from({ length: to - from }, (_, i) => from + i);
 }
 
-for (const shards of SKIP ? [] : shardCounts()) {
+for (const shards of OTHER_BROKER ? [] : shardCounts()) {
     describe(`shared subscriptions with ${shards} shard(s)`, () => {
         const { connect, members, group } =
-            useBroker(shards, { 'mqtt.max_queued_messages': '100000' });
+            useGroups(shards, { 'mqtt.max_queued_messages': '100000' });
 
         test('CONNACK says shared subscriptions are available', async () => {
             const { connack } = await connect({ clientId: 'js-avail' });

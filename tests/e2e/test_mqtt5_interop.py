@@ -16,7 +16,7 @@
 #                                    test_subscribe_failure expects SUBACK 0x80 for that filter
 #   mqtt.max_packet_size = 4096      only for the server half of test_maximum_packet_size (the
 #                                    upstream case checks it when the server maximum < 65535)
-# Shared subscriptions (upstream test_shared_subscriptions) are not covered here.
+# Every upstream case is here, test_shared_subscriptions included.
 #
 #   BUILD=build /usr/bin/python3 -m unittest -v test_mqtt5_interop      (from tests/e2e)
 #   KEELMQ_E2E_BROKER=mosquitto /usr/bin/python3 -m unittest -v test_mqtt5_interop
@@ -785,6 +785,29 @@ class InteropCases:
                          (b"response", b"334"))
         requester.expect_no_message(QUIET_S)
         responder.expect_no_message(0.1)
+
+    # --- shared subscriptions -------------------------------------------------------------------
+
+    def test_shared_subscriptions(self):
+        # upstream client_test5.py test_shared_subscriptions
+        a = self.v5("myclientid")
+        b = self.v5("myclientid2")
+        a.connect()
+        b.connect()
+        shared = "$share/sharename/x"
+        for client in (a, b):
+            self.assertEqual(client.subscribe_with([(shared, SubscribeOptions(2)),
+                                                    (TOPICS[0], SubscribeOptions(2))]), [2, 2])
+        # A plain subscription: each client gets its own copy.
+        b.publish(TOPICS[0], b"plain", 0)
+        self.assertEqual(a.expect_message().payload, b"plain")
+        self.assertEqual(b.expect_message().payload, b"plain")
+        # The shared one: exactly one copy between the two (one queue for both).
+        b.messages = a.messages
+        b.publish("x", b"shared", 0)
+        message = a.expect_message()
+        self.assertEqual((message.topic, message.payload), ("x", b"shared"))
+        a.expect_no_message(QUIET_S)
 
     # --- topic aliases --------------------------------------------------------------------------
 
