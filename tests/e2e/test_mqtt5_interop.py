@@ -52,7 +52,7 @@ PACKET_TOO_LARGE = 0x95
 P_SESSION_EXPIRY, P_ASSIGNED_ID, P_SERVER_KEEP_ALIVE, P_WILL_DELAY = 0x11, 0x12, 0x13, 0x18
 
 USER_PROPS = [("a", "2"), ("c", "3")]
-QUIET_S = 1.0          # an absence is asserted by waiting this long for what must not come
+QUIET_S = 0.5          # an absence is asserted by waiting this long for what must not come
 WILL_TIMEOUT_S = 15.0  # a will after a keepalive runs out (1.5 x 5 s) or a delay, with margin
 
 
