@@ -587,6 +587,20 @@ class RawClient:
             self.buffer += data
         return self.pending.pop(0)
 
+    def next_packet(self, timeout=EVENT_TIMEOUT_S):
+        """The next packet as (type, flags, body); the broker closing is a failure."""
+        item = self.recv_packet(timeout)
+        if item is None:
+            raise AssertionError("the broker closed the connection")
+        return item
+
+    def expect(self, kind, timeout=EVENT_TIMEOUT_S):
+        """The next packet, which must be of type `kind`: (flags, body)."""
+        got, flags, body = self.next_packet(timeout)
+        if got != kind:
+            raise AssertionError("expected packet type %d, got %d" % (kind, got))
+        return flags, body
+
     def close(self):
         self.sock.close()
 

@@ -177,22 +177,10 @@ class Raw5(RawClient):
     def connect5(self, client_id, props=b"", **kwargs):
         """Sends CONNECT; returns (session present, reason code, CONNACK properties)."""
         self.send(connect5(client_id, props, **kwargs))
-        kind, _, body = self.expect_any()
+        kind, _, body = self.next_packet()
         if kind != CONNACK:
             raise AssertionError("expected CONNACK, got packet type %d" % kind)
         return body[0] & 1, body[1], parse_props(body, 2)[0]
-
-    def expect_any(self, timeout=harness.EVENT_TIMEOUT_S):
-        item = self.recv_packet(timeout)
-        if item is None:
-            raise AssertionError("the broker closed the connection")
-        return item
-
-    def expect(self, kind, timeout=harness.EVENT_TIMEOUT_S):
-        got, flags, body = self.expect_any(timeout)
-        if got != kind:
-            raise AssertionError("expected packet type %d, got %d" % (kind, got))
-        return flags, body
 
     def expect_publish(self, timeout=harness.EVENT_TIMEOUT_S):
         return parse_publish5(*self.expect(PUBLISH, timeout))

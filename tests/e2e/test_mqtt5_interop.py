@@ -94,7 +94,7 @@ class Raw(RawClient):
     def open(self, client_id, **kwargs):
         """CONNECT and CONNACK: returns (session present, reason code, properties {id: [v]})."""
         self.send(connect_raw(client_id, version=self.version, **kwargs))
-        kind, _, body = self.next()
+        kind, _, body = self.next_packet()
         if kind != CONNACK:
             raise AssertionError("expected CONNACK, got packet type %d" % kind)
         props = {}
@@ -102,18 +102,6 @@ class Raw(RawClient):
             for pid, value in parse_props(body, 2)[0]:
                 props.setdefault(pid, []).append(value)
         return body[0] & 1, body[1], props
-
-    def next(self, timeout=harness.EVENT_TIMEOUT_S):
-        item = self.recv_packet(timeout)
-        if item is None:
-            raise AssertionError("the broker closed the connection")
-        return item
-
-    def expect(self, kind, timeout=harness.EVENT_TIMEOUT_S):
-        got, flags, body = self.next(timeout)
-        if got != kind:
-            raise AssertionError("expected packet type %d, got %d" % (kind, got))
-        return flags, body
 
     def publish_of(self, flags, body):
         if self.version == V5:
@@ -164,7 +152,7 @@ class Raw(RawClient):
         Answers PUBREC with PUBREL, so that QoS 2 publishes it sent complete."""
         seen = []
         while not want(seen):
-            kind, flags, body = self.next()
+            kind, flags, body = self.next_packet()
             if kind == PUBLISH:
                 seen.append((kind, self.publish_of(flags, body)))
                 continue
@@ -946,7 +934,7 @@ class InteropCases:
         # many as were within the maximum), as upstream reads them.
         recs = 0
         while True:
-            kind, _, body = raw.next()
+            kind, _, body = raw.next_packet()
             if kind != PUBREC:
                 break
             recs += 1
