@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint32_t hash_idx(uint32_t publisher_idx)
 {
@@ -30,6 +31,8 @@ int track_init(struct track *t, uint32_t pair_max)
 
 void track_destroy(struct track *t)
 {
+    for (uint32_t i = 0; t->slots != NULL && i <= t->slot_mask; i++)
+        free(t->slots[i].seen);
     free(t->slots);
     t->slots = NULL;
 }
@@ -57,6 +60,26 @@ void track_expect(struct track *t, uint32_t publisher_idx)
     t->pair_count++;
 }
 
+/* Makes room in `p`'s bitmap for `seq`. Returns false when it cannot. */
+static bool seen_reserve(struct track_pair *p, uint64_t seq)
+{
+    uint64_t word = seq / 64u;
+    if (LIKELY(word < p->seen_words))
+        return true;
+    if (seq >= TRACK_SEQ_MAX)
+        return false;
+    uint64_t words = MAX(p->seen_words * 2u, 1024u);
+    while (words <= word)
+        words *= 2u;
+    uint64_t *seen = realloc(p->seen, words * sizeof(*seen));
+    if (seen == NULL)
+        return false;
+    memset(seen + p->seen_words, 0, (words - p->seen_words) * sizeof(*seen));
+    p->seen = seen;
+    p->seen_words = words;
+    return true;
+}
+
 bool track_receive(struct track *t, uint32_t publisher_idx, uint64_t seq,
                    struct track_counts *counts)
 {
@@ -66,23 +89,18 @@ bool track_receive(struct track *t, uint32_t publisher_idx, uint64_t seq,
         counts->unexpected++;
         return false;
     }
-    if (LIKELY(seq >= p->next_seq)) {
-        uint64_t shift = seq - p->next_seq + 1; /* this one and the gap below it */
-        p->window = shift >= TRACK_WINDOW_BITS ? 1u : (p->window << shift) | 1u;
-        p->next_seq = seq + 1;
-        p->unique_count++;
-        counts->unique++;
-        return true;
-    }
-    uint64_t below = p->next_seq - 1 - seq;
-    if (below >= TRACK_WINDOW_BITS || (p->window >> below) & 1u) {
+    uint64_t bit = 1ull << (seq % 64u);
+    if (UNLIKELY(!seen_reserve(p, seq)) || (p->seen[seq / 64u] & bit) != 0) {
         counts->duplicated++;
         return false;
     }
-    p->window |= 1ull << below;
+    p->seen[seq / 64u] |= bit;
     p->unique_count++;
     counts->unique++;
-    counts->reordered++;
+    if (LIKELY(seq >= p->next_seq))
+        p->next_seq = seq + 1;
+    else
+        counts->reordered++;
     return true;
 }
 

@@ -7,11 +7,13 @@
  * publisher's topic against the filter), so a publisher that never got through is still seen
  * as lost, and a message from any other publisher is "unexpected".
  *
- * Per pair: the next expected sequence number, a 64-bit window of which of the 64 numbers
- * below it arrived, and the count of distinct numbers received (32 bytes). A number above the
- * next expected one opens a gap (provisionally missing); one below it that is inside the window
- * and not yet seen fills a gap and counts as reordered; one already seen counts as duplicated.
- * One more than 64 below cannot be told apart and is counted as duplicated (the loud choice).
+ * Per pair: one bit per sequence number received (a bitmap that doubles as the numbers grow:
+ * one bit per message sent, 1.25 MB per 10 M), the next expected number and the count of
+ * distinct numbers received. A number seen before counts as duplicated; one below the next
+ * expected number that was not seen counts as reordered, however late. Exact at any distance:
+ * a shared group's members interleave a publisher's messages by thousands (a 64-number window
+ * reported those as lost and duplicated). A bitmap that cannot grow (out of memory, or a
+ * number no real run reaches) counts the arrival as duplicated, so the run fails loudly.
  * At the end, lost = messages the publisher sent - distinct numbers received, per pair.
  *
  * Single-threaded: the event loop's thread owns every tracker.
@@ -21,12 +23,13 @@
 
 #include "core/base.h"
 
-#define TRACK_WINDOW_BITS 64u
+#define TRACK_SEQ_MAX (1ull << 40) /* numbers from here on are not tracked (see above) */
 
 struct track_pair {
     uint32_t publisher_idx; /* UINT32_MAX: empty hash slot */
-    uint64_t next_seq;
-    uint64_t window;        /* bit i: next_seq - 1 - i was received */
+    uint64_t next_seq;      /* one more than the highest number received */
+    uint64_t *seen;         /* bit seq % 64 of word seq / 64: seq was received */
+    uint64_t seen_words;
     uint64_t unique_count;
 };
 

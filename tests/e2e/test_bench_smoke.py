@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import REPO_ROOT, Broker, is_mosquitto
+from harness import REPO_ROOT, Broker
 
 RUN_TIMEOUT_S = 30
 COMMON = ["--duration", "1", "--warmup", "0.2"]
@@ -98,8 +98,6 @@ class BenchSmoke(BenchCase):
                                          "t/#")
         self.assertEqual(result["expected_total"], result["sent_total"], output)
 
-    @unittest.skipUnless(is_mosquitto(), "keelmq refuses $share/ filters until shared "
-                         "subscriptions land (SUBACK 0x9E)")
     def test_shared_subscription(self):
         result, output = self.run_pubsub("--publishers", "4", "--subscribers", "3", "--filter",
                                          "$share/g/t/#", "--mqtt", "5", "--qos", "1")
