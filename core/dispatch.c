@@ -350,13 +350,10 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         sess->persistent = sess->expiry_s > 0;
         sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
     }
-    if (sess->will != NULL) {
-        msg_release(sess->will);
-        sess->will = NULL;
-    }
-    sess->will_delay_s = c->version == MQTT_V5 && cn->has_will &&
-                                 mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
-                             ? cn->will.props.will_delay : 0;
+    (void)session_will_set(sess, NULL, 0); /* the previous connection's; cannot fail */
+    uint32_t will_delay_s = c->version == MQTT_V5 && cn->has_will &&
+                                    mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
+                                ? cn->will.props.will_delay : 0;
     if (!cn->has_will)
         return MQTT_RC_SUCCESS;
     if (!topic_name_valid(cn->will.topic))
@@ -367,10 +364,11 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         return MQTT_RC_QOS_NOT_SUPPORTED; /* MQTT-3.2.2-12 */
     if (c->version == MQTT_V5 && !payload_format_ok(s, &cn->will.props, cn->will.payload))
         return MQTT_RC_PAYLOAD_FORMAT_INVALID;
-    sess->will = msg_create(cn->will.topic, cn->will.payload,
-                            c->version == MQTT_V5 ? &cn->will.props : NULL, id, cn->will.qos,
-                            cn->will.retain && !is_p2p_topic(s, cn->will.topic), s->id);
-    if (sess->will == NULL)
+    struct msg *will = msg_create(cn->will.topic, cn->will.payload,
+                                  c->version == MQTT_V5 ? &cn->will.props : NULL, id,
+                                  cn->will.qos,
+                                  cn->will.retain && !is_p2p_topic(s, cn->will.topic), s->id);
+    if (will == NULL || session_will_set(sess, will, will_delay_s) != 0)
         return MQTT_RC_SERVER_BUSY;
     return MQTT_RC_SUCCESS;
 }
@@ -625,7 +623,7 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
             return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
         /* Only QoS 2 stays unacknowledged here (QoS 1 is acked at once): this is the count
          * our Receive Maximum bounds (MQTT-3.3.4-9). */
-        if (sess->qos2_in_len >= s->cfg->max_inflight)
+        if (session_qos2_count(sess) >= s->cfg->max_inflight)
             return fail(s, c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded");
         if (session_qos2_add(sess, p->packet_id) != 0)
             return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");

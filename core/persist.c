@@ -77,17 +77,11 @@ static void registry_apply(struct shard *s, struct slice filter, int32_t delta)
         if (delta <= 0)
             return;
         f = calloc(1, sizeof(*f));
-        char *copy = malloc((size_t)filter.len + 1);
-        if (f == NULL || copy == NULL) {
-            free(f);
-            free(copy);
+        if (f == NULL) {
             LOG_ERROR("persist", "registry_oom filter_len=%u", filter.len);
             return;
         }
-        memcpy(copy, filter.ptr, filter.len);
-        copy[filter.len] = '\0';
-        *f = (struct persist_filter){ .queue_id = qid, .filter = copy,
-                                      .filter_len = (uint16_t)filter.len };
+        *f = (struct persist_filter){ .queue_id = qid };
         *slot = f;
         p->filter_count++;
     }
@@ -97,11 +91,12 @@ static void registry_apply(struct shard *s, struct slice filter, int32_t delta)
     else
         f->holders = (uint32_t)((int64_t)f->holders + delta);
     if (before == 0 && f->holders > 0) {
-        if (subtree_add(p->filters, filter, f, 0, 0) < 0 ||
+        if (subtree_mark_set(s->subs, filter, f) < 0 ||
             (p->index != NULL && consumeq_create(p->index, qid) < 0))
-            LOG_ERROR("persist", "filter_queue_failed filter=%s", f->filter);
+            LOG_ERROR("persist", "filter_queue_failed filter=%.*s", (int)filter.len,
+                      (const char *)filter.ptr);
     } else if (before > 0 && f->holders == 0) {
-        (void)subtree_remove(p->filters, filter, f); /* Added when it got its first holder. */
+        (void)subtree_mark_clear(s->subs, filter); /* Set when it got its first holder. */
         if (p->index != NULL)
             (void)consumeq_drop(p->index, qid); /* -ENOENT only if the create had failed. */
     }
@@ -185,7 +180,7 @@ static uint32_t queues_of(const struct shard *s, struct slice topic, uint64_t *i
     struct qid_collect c = { ids, 1, cap };
     ids[0] = consumeq_queue_id(CONSUMEQ_KIND_TOPIC, topic);
     if (p->filter_count > 0)
-        subtree_match(p->filters, topic, collect_filter, &c);
+        subtree_match_marks(s->subs, topic, collect_filter, &c);
     return c.count;
 }
 
@@ -366,10 +361,9 @@ int persist_open(struct shard *s)
     char dir[COMMITLOG_DIR_MAX + 16];
     snprintf(log_dir, sizeof(log_dir), "%s/shard-%u", s->cfg->store_dir, s->id);
     snprintf(dir, sizeof(dir), "%s/index", log_dir);
-    p->filters = subtree_create();
     p->read_buf = malloc(READ_BUF_MIN);
     p->read_cap = READ_BUF_MIN;
-    if (p->filters == NULL || p->read_buf == NULL)
+    if (p->read_buf == NULL)
         return -ENOMEM;
     int rc = segment_dir_ensure(dir);
     struct consumeq_open_info info = { 0 };
@@ -450,17 +444,15 @@ void persist_close(struct shard *s)
     }
     if (p->reader != NULL)
         logread_close(p->reader);
+    if (s->subs != NULL)
+        subtree_marks_clear(s->subs); /* they point at the entries freed here */
     if (p->table != NULL) {
         for (uint32_t i = 0; i <= p->table_mask; i++) {
-            if (p->table[i] != NULL) {
-                free(p->table[i]->filter);
+            if (p->table[i] != NULL)
                 free(p->table[i]);
-            }
         }
         free(p->table);
     }
-    if (p->filters != NULL)
-        subtree_destroy(p->filters);
     for (uint32_t i = 0; i < p->queue_len; i++)
         free(p->queue[i]);
     free(p->queue);

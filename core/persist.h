@@ -22,6 +22,8 @@
  * it unsubscribes or ends. Exact filters need no registration: every topic has its queue.
  * A filter reaches another shard a ring hop after the SUBSCRIBE; messages published there in
  * between are delivered live but are not in that shard's filter queue (a documented window).
+ * A shard keeps its registered filters as marks in its subscription tree (subtree_mark_set),
+ * not in a tree of their own: a filter that a local session holds has one path of nodes.
  *
  * Journal. A persistent session's changes are RECORD_SESSION records in its home shard's log:
  * STATE (version, expiry, subscriptions; the complete configuration), CURSOR (its positions in
@@ -57,7 +59,6 @@ struct session;
 struct msg;
 struct consumeq;
 struct logread;
-struct subtree;
 
 #define PERSIST_CURSOR_MS 200u             /* a dirty session's positions are journaled this often */
 #define PERSIST_INDEX_FLUSH_MS 1000u       /* the index's write buffer goes to disk this often */
@@ -73,12 +74,12 @@ struct persist_mark {
     uint64_t log_off;        /* the log's append offset then: later records are newer */
 };
 
-/* A wildcard filter some persistent session holds (registry entry). */
+/* A wildcard filter some persistent session holds (registry entry). While it has holders it
+ * is the filter's mark in the shard's subscription tree (struct shard.subs, subtree_mark_set),
+ * so the filter's nodes are shared with the subscriptions to it. */
 struct persist_filter {
     uint64_t queue_id;
     uint32_t holders;        /* summed over every shard's sessions */
-    uint16_t filter_len;
-    char *filter;            /* owned */
 };
 
 /* What travels with NOTE_FILTER. Sender's memory, shared by the notes to every peer: `refs`
@@ -115,8 +116,8 @@ struct persist_stats {
 struct persist {
     struct consumeq *index;
     struct logread *reader;           /* this shard's own log */
-    struct subtree *filters;          /* registry: filter -> struct persist_filter * */
-    struct persist_filter **table;    /* registry by queue id, open addressing */
+    struct persist_filter **table;    /* registry by queue id, open addressing; by filter:
+                                       * the marks of the shard's subscription tree */
     uint32_t table_mask;
     uint32_t filter_count;
     /* Records appended, not yet visible: FIFO with their queue ids. */

@@ -186,6 +186,55 @@ void session_set_persistent(struct shard *s, struct session *sess, bool persiste
     free_origins(s, sess);
 }
 
+/* The cold part of `sess`, allocated if needed. NULL when out of memory. */
+static struct session_cold *cold_get(struct session *sess)
+{
+    if (sess->cold == NULL)
+        sess->cold = calloc(1, sizeof(*sess->cold));
+    return sess->cold;
+}
+
+/* Frees the cold part once nothing in it is held (the arrays are freed when they empty). */
+static void cold_trim(struct session *sess)
+{
+    struct session_cold *cold = sess->cold;
+    if (cold == NULL || cold->restored_len > 0 || cold->qos2_in_len > 0 || cold->will != NULL)
+        return;
+    free(cold->restored);
+    free(cold->qos2_in);
+    free(cold);
+    sess->cold = NULL;
+}
+
+/* Takes the will out (the caller owns the reference), or NULL. Leaves the cold part for the
+ * caller to trim. */
+static struct msg *will_take(struct session *sess)
+{
+    struct msg *will = session_will(sess);
+    if (will != NULL)
+        sess->cold->will = NULL;
+    return will;
+}
+
+int session_will_set(struct session *sess, struct msg *will, uint32_t delay_s)
+{
+    struct msg *old = will_take(sess);
+    if (old != NULL)
+        msg_release(old);
+    if (will == NULL) {
+        cold_trim(sess);
+        return 0;
+    }
+    struct session_cold *cold = cold_get(sess);
+    if (cold == NULL) {
+        msg_release(will);
+        return -ENOMEM;
+    }
+    cold->will = will;
+    cold->will_delay_s = delay_s;
+    return 0;
+}
+
 static void free_session(struct shard *s, struct session *sess)
 {
     for (uint32_t i = 0; i < sess->sub_count; i++) {
@@ -202,15 +251,18 @@ static void free_session(struct shard *s, struct session *sess)
         if (m != NULL)
             msg_release(m);
     }
-    free(sess->restored);
     for (uint32_t i = 0; i < sess->queue_len; i++)
         msg_release(sess->queue[(sess->queue_head + i) % sess->queue_cap].msg);
     free(sess->inflight);
     free(sess->queue);
-    free(sess->qos2_in);
     free_origins(s, sess);
-    if (sess->will != NULL)
-        msg_release(sess->will);
+    if (sess->cold != NULL) {
+        free(sess->cold->restored);
+        free(sess->cold->qos2_in);
+        if (sess->cold->will != NULL)
+            msg_release(sess->cold->will);
+        free(sess->cold);
+    }
     free(sess->client_id);
     free(sess);
 }
@@ -256,8 +308,10 @@ int session_sub_add(struct session *sess, struct slice filter, uint8_t options, 
         }
     }
     if (sess->sub_count == sess->sub_cap) {
-        uint32_t cap = sess->sub_cap ? sess->sub_cap * 2 : 1;
-        struct session_sub *n = realloc(sess->subs, cap * sizeof(*n));
+        /* 1, 2, 3, 4, 6, 8...: little slack, as most sessions hold a few (a realloc within
+         * jemalloc's size class, spaced by a quarter, moves nothing). */
+        uint32_t cap = sess->sub_cap + sess->sub_cap / 4 + 1;
+        struct session_sub *n = realloc(sess->subs, (size_t)cap * sizeof(*n));
         if (n == NULL)
             return -ENOMEM;
         sess->subs = n;
@@ -426,8 +480,9 @@ static bool packet_id_in_use(const struct session *sess, uint16_t id)
     for (uint32_t i = 0; i < sess->inflight_len; i++)
         if (sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].packet_id == id)
             return true;
-    for (uint32_t i = 0; i < sess->restored_len; i++)
-        if (!sess->restored[i].skip && sess->restored[i].packet_id == id)
+    const struct session_cold *cold = sess->cold;
+    for (uint32_t i = 0; cold != NULL && i < cold->restored_len; i++)
+        if (!cold->restored[i].skip && cold->restored[i].packet_id == id)
             return true;
     return false;
 }
@@ -435,7 +490,7 @@ static bool packet_id_in_use(const struct session *sess, uint16_t id)
 /* The next free packet id. The window is at most 65535, so one is always free. */
 static uint16_t next_packet_id(struct session *sess)
 {
-    ASSERT(sess->inflight_len + sess->restored_len < 65535);
+    ASSERT(sess->inflight_len + (sess->cold != NULL ? sess->cold->restored_len : 0) < 65535);
     for (;;) {
         uint16_t id = sess->next_packet_id++;
         if (sess->next_packet_id == 0)
@@ -651,12 +706,18 @@ void session_deliver_shared(struct shard *s, struct session *sess, const struct 
  * The entry is taken out of the list. */
 static int restored_take(struct session *sess, const struct msg *m, uint16_t *id)
 {
-    for (uint32_t i = 0; i < sess->restored_len; i++) {
-        struct session_out_restored *r = &sess->restored[i];
+    struct session_cold *cold = sess->cold;
+    for (uint32_t i = 0; i < cold->restored_len; i++) {
+        struct session_out_restored *r = &cold->restored[i];
         if (r->origin == m->origin_shard && r->log_off == m->log_off) {
             int verdict = r->skip ? -1 : 1;
             *id = r->packet_id;
-            *r = sess->restored[--sess->restored_len];
+            *r = cold->restored[--cold->restored_len];
+            if (cold->restored_len == 0) {
+                free(cold->restored);
+                cold->restored = NULL;
+                cold_trim(sess);
+            }
             return verdict;
         }
     }
@@ -700,7 +761,8 @@ void session_deliver_logged(struct shard *s, struct session *sess, const struct 
             sub_id = PUBOUT_SUB_ID_MULTI; /* Collected when written (core/pubout.h). */
     }
     uint16_t id = 0;
-    int restored = sess->restored_len > 0 ? restored_take(sess, m, &id) : 0;
+    int restored = sess->cold != NULL && sess->cold->restored_len > 0
+                       ? restored_take(sess, m, &id) : 0;
     if (matched && restored == 0 && msg_expired_now(m)) {
         s->stats.dropped_expired++; /* Expired while the session was offline or behind. */
         matched = false;
@@ -861,33 +923,46 @@ void session_attach(struct shard *s, struct session *sess, struct conn *c)
 
 bool session_qos2_has(const struct session *sess, uint16_t packet_id)
 {
-    for (uint32_t i = 0; i < sess->qos2_in_len; i++)
-        if (sess->qos2_in[i] == packet_id)
+    const struct session_cold *cold = sess->cold;
+    for (uint32_t i = 0; cold != NULL && i < cold->qos2_in_len; i++)
+        if (cold->qos2_in[i] == packet_id)
             return true;
     return false;
 }
 
 int session_qos2_add(struct session *sess, uint16_t packet_id)
 {
-    if (sess->qos2_in_len == sess->qos2_in_cap) {
-        if (sess->qos2_in_cap >= 65535)
+    struct session_cold *cold = cold_get(sess);
+    if (cold == NULL)
+        return -ENOMEM;
+    if (cold->qos2_in_len == cold->qos2_in_cap) {
+        if (cold->qos2_in_cap >= 65535)
             return -ENOSPC;
-        uint32_t cap = sess->qos2_in_cap ? sess->qos2_in_cap * 2 : 4;
-        uint16_t *n = realloc(sess->qos2_in, cap * sizeof(*n));
-        if (n == NULL)
+        uint32_t cap = cold->qos2_in_cap ? cold->qos2_in_cap * 2 : 4;
+        uint16_t *n = realloc(cold->qos2_in, cap * sizeof(*n));
+        if (n == NULL) {
+            cold_trim(sess);
             return -ENOMEM;
-        sess->qos2_in = n;
-        sess->qos2_in_cap = cap;
+        }
+        cold->qos2_in = n;
+        cold->qos2_in_cap = cap;
     }
-    sess->qos2_in[sess->qos2_in_len++] = packet_id;
+    cold->qos2_in[cold->qos2_in_len++] = packet_id;
     return 0;
 }
 
 bool session_qos2_remove(struct session *sess, uint16_t packet_id)
 {
-    for (uint32_t i = 0; i < sess->qos2_in_len; i++) {
-        if (sess->qos2_in[i] == packet_id) {
-            sess->qos2_in[i] = sess->qos2_in[--sess->qos2_in_len];
+    struct session_cold *cold = sess->cold;
+    for (uint32_t i = 0; cold != NULL && i < cold->qos2_in_len; i++) {
+        if (cold->qos2_in[i] == packet_id) {
+            cold->qos2_in[i] = cold->qos2_in[--cold->qos2_in_len];
+            if (cold->qos2_in_len == 0) {
+                free(cold->qos2_in);
+                cold->qos2_in = NULL;
+                cold->qos2_in_cap = 0;
+                cold_trim(sess);
+            }
             return true;
         }
     }
@@ -908,8 +983,18 @@ static void go_offline(struct shard *s, struct session *sess)
         }
         msg_release(e->msg);
     }
+    /* Offline, it holds positions, not copies: the rings go (the window only when empty). */
+    free(sess->queue);
+    sess->queue = NULL;
+    sess->queue_cap = 0;
     sess->queue_len = 0;
     sess->queue_head = 0;
+    if (sess->inflight_len == 0) {
+        free(sess->inflight);
+        sess->inflight = NULL;
+        sess->inflight_cap = 0;
+        sess->inflight_head = 0;
+    }
     for (uint16_t i = 0; i < s->count; i++)
         if (sess->origins[i].mode == ORIGIN_LIVE)
             sess->origins[i].mode = ORIGIN_BEHIND;
@@ -929,14 +1014,14 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
         shared_session_offline(s, sess); /* Before go_offline drops the queue. */
     if (sess->persistent && sess->origins != NULL)
         go_offline(s, sess);
-    struct msg *will = sess->will;
-    sess->will = NULL;
-    if (will != NULL && publish_will && sess->persistent && sess->will_delay_s > 0) {
+    struct msg *will = will_take(sess);
+    if (will != NULL && publish_will && sess->persistent && sess->cold->will_delay_s > 0) {
         /* MQTT-3.1.3-9: held for its delay; session_tick sends it, a reconnect cancels it. */
-        sess->will = will;
-        sess->will_due_ms = s->now_ms + (uint64_t)sess->will_delay_s * 1000u;
+        sess->cold->will = will;
+        sess->cold->will_due_ms = s->now_ms + (uint64_t)sess->cold->will_delay_s * 1000u;
         will = NULL;
     }
+    cold_trim(sess);
     if (!sess->persistent)
         session_destroy(s, sess);
     /* The will goes out after the session is settled so a subscriber on this very session
@@ -953,8 +1038,7 @@ bool session_expire_if_due(struct shard *s, struct session *sess)
     if (sess->conn != NULL ||
         !lifetime_session_expired(sess->expiry_s, sess->offline_since_ms, s->now_ms))
         return false;
-    struct msg *will = sess->will;
-    sess->will = NULL;
+    struct msg *will = will_take(sess);
     LOG_INFO("session", "expired client=%s will=%d", sess->client_id, will != NULL);
     session_destroy(s, sess);
     if (will != NULL) {
@@ -972,11 +1056,11 @@ static void tick_session(struct shard *s, struct session *sess, struct msg **wil
     if (sess->conn != NULL)
         return;
     bool expired = lifetime_session_expired(sess->expiry_s, sess->offline_since_ms, s->now_ms);
-    if (sess->will != NULL && (expired || s->now_ms >= sess->will_due_ms)) {
-        *will = sess->will;
-        sess->will = NULL;
+    if (session_will(sess) != NULL && (expired || s->now_ms >= sess->cold->will_due_ms)) {
         LOG_INFO("session", "will_due client=%s delay_s=%u", sess->client_id,
-                 sess->will_delay_s);
+                 sess->cold->will_delay_s);
+        *will = will_take(sess);
+        cold_trim(sess);
     }
     if (expired) {
         LOG_INFO("session", "expired client=%s", sess->client_id);
@@ -1081,12 +1165,15 @@ static int adopt_outs(struct session *sess, const struct recovery_session *rs)
 {
     if (rs->outs_len == 0)
         return 0;
-    sess->restored = calloc(rs->outs_len, sizeof(*sess->restored));
-    if (sess->restored == NULL)
+    struct session_cold *cold = cold_get(sess);
+    if (cold == NULL)
         return -ENOMEM;
+    cold->restored = calloc(rs->outs_len, sizeof(*cold->restored));
+    if (cold->restored == NULL)
+        return -ENOMEM; /* the session is freed with its cold part */
     for (uint32_t i = 0; i < rs->outs_len; i++) {
         const struct recovery_out *o = &rs->outs[i];
-        sess->restored[sess->restored_len++] = (struct session_out_restored){
+        cold->restored[cold->restored_len++] = (struct session_out_restored){
             .log_off = o->log_off, .origin = o->origin, .packet_id = o->packet_id,
             .skip = o->state != JOURNAL_OUT_SENT };
         if (o->state != JOURNAL_OUT_PUBREC)

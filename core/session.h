@@ -66,11 +66,31 @@ struct session_origin {
     uint64_t *hints;         /* 2 * hint_count: id, offset */
 };
 
+/* The parts of a session that are empty most of the time: allocated when one is first
+ * needed, freed when all are empty again, so that a session without them (most offline ones)
+ * pays one pointer for them. None is on the delivery path. */
+struct session_cold {
+    struct session_out_restored *restored; /* after a restart, until read again */
+    uint32_t restored_len;
+    /* Inbound QoS 2 packet ids received and not yet released. */
+    uint32_t qos2_in_len;
+    uint16_t *qos2_in;
+    uint32_t qos2_in_cap;
+    /* Will. Offline with `will` set: held by its will delay until `will_due_ms` (monotonic)
+     * or the session's end, whichever comes first (MQTT-3.1.3-9). */
+    uint32_t will_delay_s;   /* v5 Will Delay Interval of the current connection's will */
+    struct msg *will;
+    uint64_t will_due_ms;
+};
+
+/* 160 bytes (a jemalloc size class): an offline persistent session costs this, its client id,
+ * its subscriptions and its positions (bench/session-memory, docs/benchmarks.md). */
 struct session {
     char *client_id;         /* owned, NUL-terminated */
     uint16_t client_id_len;
     uint16_t group_len;      /* mqtt.client_id_format = group_device: the GroupID prefix of
                               * client_id (set at each CONNECT), else 0 */
+    uint32_t expiry_s;       /* v5 session expiry interval; UINT32_MAX = never */
     uint64_t hash;
     struct session *hash_next;
     struct conn *conn;       /* NULL while offline */
@@ -82,12 +102,11 @@ struct session {
     bool cursor_dirty;       /* positions moved since the last CURSOR record */
     uint8_t version;
     bool persistent;
-    uint32_t expiry_s;       /* v5 session expiry interval; UINT32_MAX = never */
+    uint32_t match_idx;      /* router, with match_stamp */
     uint64_t offline_since_ms;
     uint16_t receive_max_out; /* min(client's Receive Maximum, mqtt.max_inflight) */
     uint16_t next_packet_id;
     uint32_t match_stamp;    /* router: merges overlapping subscriptions within one match */
-    uint32_t match_idx;
     /* Subscriptions (to rebuild or remove tree entries). */
     struct session_sub *subs;
     uint32_t sub_count;
@@ -98,23 +117,30 @@ struct session {
     uint32_t inflight_head;
     uint32_t inflight_len;
     uint32_t inflight_cap;
+    uint32_t unsent_count;   /* window entries held until their journal record is durable */
     struct session_out *queue;
     uint32_t queue_head;
     uint32_t queue_len;
     uint32_t queue_cap;
-    uint32_t unsent_count;   /* window entries held until their journal record is durable */
-    struct session_out_restored *restored; /* after a restart, until read again */
-    uint32_t restored_len;
-    /* Inbound QoS 2 packet ids received and not yet released. */
-    uint16_t *qos2_in;
-    uint32_t qos2_in_len;
-    uint32_t qos2_in_cap;
-    /* Will. Offline with `will` set: held by its will delay until `will_due_ms` (monotonic)
-     * or the session's end, whichever comes first (MQTT-3.1.3-9). */
-    struct msg *will;
-    uint32_t will_delay_s;   /* v5 Will Delay Interval of the current connection's will */
-    uint64_t will_due_ms;
+    struct session_cold *cold; /* NULL while all of it is empty */
 };
+STATIC_ASSERT(sizeof(struct session) <= 160, "struct session fits its jemalloc size class");
+
+/* Will of the current connection (or held by its delay while offline), or NULL. */
+static inline struct msg *session_will(const struct session *sess)
+{
+    return sess->cold != NULL ? sess->cold->will : NULL;
+}
+
+/* Replaces the will (releasing the one held) with `will` (one reference taken over; NULL for
+ * none) and its delay. Returns 0, or -ENOMEM with `will` released and none held. */
+int session_will_set(struct session *sess, struct msg *will, uint32_t delay_s);
+
+/* Inbound QoS 2 packet ids held (received, not yet released). */
+static inline uint32_t session_qos2_count(const struct session *sess)
+{
+    return sess->cold != NULL ? sess->cold->qos2_in_len : 0;
+}
 
 struct session_table *session_table_create(void);
 /* Frees every session (and what they hold). */

@@ -11,6 +11,11 @@
  * it empties): one open-addressing table per tree maps (node, owner) to the owner's position,
  * so a filter with a million subscribers still adds and removes in O(1) instead of O(n).
  * The array is unordered: removal moves the last entry into the hole and updates its index.
+ *
+ * A filter's mark (subtree_mark_set) is one more entry of the same array, kept first
+ * (`has_mark`): an owner's entry is never at position 0 of a marked array, so removing an owner
+ * never moves the mark, and subtree_match starts after it. Removing the mark moves the last
+ * entry into position 0 like any removal. The mark is in the owner index like the others.
  */
 #include "core/subtree.h"
 
@@ -21,7 +26,7 @@
 #include "core/topic.h"
 #include "core/trie.h"
 
-#define SUBTREE_LIST_INITIAL 2u
+#define SUBTREE_LIST_INITIAL 1u /* most filters have one subscriber (and a mark, see below) */
 #define SUBTREE_SCAN_MAX 16u /* arrays up to this many subscribers are scanned, not indexed */
 #define SUBTREE_OWNER_SLOTS_INITIAL 64u
 #define SUBTREE_OWNER_SLOTS_MAX (1u << 31)
@@ -44,13 +49,15 @@ struct subtree_list {
     uint32_t count;
     uint32_t cap;
     bool is_indexed; /* every entry is in the owner index; set once, kept until freed */
+    bool has_mark;   /* subs[0] is the filter's mark, not a subscriber */
     struct subtree_sub subs[];
 };
 
-/* One entry of the owner index: subs[pos] of node `node`'s array belongs to `owner`. */
+/* One entry of the owner index: subs[pos] of node `node1 - 1`'s array. The owner is read
+ * from there (8 bytes a slot, not 16: the index holds one slot per subscriber of a large
+ * filter at a load of at most one half, so its size counts per subscription). */
 struct owner_slot {
-    const void *owner; /* NULL when the slot is empty (owners are never NULL) */
-    uint32_t node;
+    uint32_t node1; /* node index + 1; 0 when the slot is empty */
     uint32_t pos;
 };
 
@@ -105,25 +112,35 @@ static uint32_t owner_home(const struct subtree *tree, uint32_t node, const void
     return (uint32_t)hash_bytes_seeded(&owner, sizeof(owner), node) & tree->owner_mask;
 }
 
+/* The owner of a used slot: every indexed array is consistent with the index whenever the
+ * index is probed (callers update the index before they move entries). */
+static const void *slot_owner(const struct subtree *tree, const struct owner_slot *slot)
+{
+    const struct subtree_list *list = trie_value(&tree->trie, slot->node1 - 1);
+    ASSERT_HOT(list != NULL && slot->pos < list->count);
+    return list->subs[slot->pos].owner;
+}
+
 static struct owner_slot *owner_find(const struct subtree *tree, uint32_t node, const void *owner)
 {
     ASSERT_HOT(tree->owner_slots != NULL);
     for (uint32_t i = owner_home(tree, node, owner);; i = (i + 1) & tree->owner_mask) {
         struct owner_slot *slot = &tree->owner_slots[i];
-        if (slot->owner == NULL)
+        if (slot->node1 == 0)
             return NULL;
-        if (slot->owner == owner && slot->node == node)
+        if (slot->node1 == node + 1 && slot_owner(tree, slot) == owner)
             return slot;
     }
 }
 
-/* Places an entry known to be absent. The table must have room (owner_reserve). */
+/* Places an entry known to be absent: `owner` is (or is about to be) subs[pos] of `node`'s
+ * array. The table must have room (owner_reserve). */
 static void owner_place(struct subtree *tree, uint32_t node, const void *owner, uint32_t pos)
 {
     uint32_t i = owner_home(tree, node, owner);
-    while (tree->owner_slots[i].owner != NULL)
+    while (tree->owner_slots[i].node1 != 0)
         i = (i + 1) & tree->owner_mask;
-    tree->owner_slots[i] = (struct owner_slot){ .owner = owner, .node = node, .pos = pos };
+    tree->owner_slots[i] = (struct owner_slot){ .node1 = node + 1, .pos = pos };
     tree->owner_used++;
 }
 
@@ -148,8 +165,8 @@ static int owner_reserve(struct subtree *tree, uint32_t extra)
     tree->owner_mask = (uint32_t)(new_cap - 1);
     tree->owner_used = 0;
     for (uint64_t i = 0; i < cap; i++)
-        if (old[i].owner != NULL)
-            owner_place(tree, old[i].node, old[i].owner, old[i].pos);
+        if (old[i].node1 != 0)
+            owner_place(tree, old[i].node1 - 1, slot_owner(tree, &old[i]), old[i].pos);
     free(old);
     return 0;
 }
@@ -158,16 +175,16 @@ static void owner_remove(struct subtree *tree, struct owner_slot *slot)
 {
     uint32_t mask = tree->owner_mask;
     uint32_t hole = (uint32_t)(slot - tree->owner_slots);
-    for (uint32_t j = (hole + 1) & mask; tree->owner_slots[j].owner != NULL; j = (j + 1) & mask) {
+    for (uint32_t j = (hole + 1) & mask; tree->owner_slots[j].node1 != 0; j = (j + 1) & mask) {
         const struct owner_slot *next = &tree->owner_slots[j];
-        uint32_t home = owner_home(tree, next->node, next->owner);
+        uint32_t home = owner_home(tree, next->node1 - 1, slot_owner(tree, next));
         bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
         if (stays)
             continue;
         tree->owner_slots[hole] = *next;
         hole = j;
     }
-    tree->owner_slots[hole].owner = NULL;
+    tree->owner_slots[hole].node1 = 0;
     tree->owner_used--;
 }
 
@@ -202,8 +219,10 @@ static struct subtree_list *list_reserve(struct subtree_list *list)
         realloc(list, sizeof(*grown) + (size_t)new_cap * sizeof(grown->subs[0]));
     if (grown == NULL)
         return NULL;
-    if (list == NULL)
+    if (list == NULL) {
         grown->is_indexed = false;
+        grown->has_mark = false;
+    }
     grown->count = count;
     grown->cap = new_cap;
     return grown;
@@ -276,6 +295,29 @@ static struct subtree_list *list_shrink(struct subtree_list *list)
     return shrunk;
 }
 
+/* Removes the entry at `found` of `node`'s array by moving the last entry into its place.
+ * Frees the array and prunes the path when it empties. */
+static void list_remove_at(struct subtree *tree, uint32_t node, uint32_t found)
+{
+    struct trie_node *n = trie_node(&tree->trie, node);
+    struct subtree_list *list = n->value;
+    uint32_t last = list->count - 1;
+    if (list->is_indexed) {
+        owner_remove(tree, owner_find(tree, node, list->subs[found].owner));
+        if (found != last)
+            owner_find(tree, node, list->subs[last].owner)->pos = found;
+    }
+    list->subs[found] = list->subs[last];
+    list->count = last;
+    if (list->count > 0) {
+        n->value = list_shrink(list);
+        return;
+    }
+    free(list);
+    n->value = NULL;
+    trie_prune(&tree->trie, node);
+}
+
 int subtree_remove(struct subtree *tree, struct slice filter, void *owner)
 {
     ASSERT(tree != NULL);
@@ -283,36 +325,93 @@ int subtree_remove(struct subtree *tree, struct slice filter, void *owner)
     uint32_t node = trie_find(&tree->trie, filter);
     if (node == TRIE_NONE)
         return -ENOENT;
-    struct trie_node *n = trie_node(&tree->trie, node);
-    struct subtree_list *list = n->value;
-    uint32_t found = list_find(tree, node, list, owner);
+    uint32_t found = list_find(tree, node, trie_value(&tree->trie, node), owner);
     if (found == UINT32_MAX)
         return -ENOENT;
-    uint32_t last = list->count - 1;
-    if (list->is_indexed) {
-        owner_remove(tree, owner_find(tree, node, owner));
-        if (found != last)
-            owner_find(tree, node, list->subs[last].owner)->pos = found;
-    }
-    list->subs[found] = list->subs[last];
-    list->count = last;
     ASSERT(tree->count > 0);
     tree->count--;
-    if (list->count > 0) {
-        n->value = list_shrink(list);
-        return 0;
-    }
-    free(list);
-    n->value = NULL;
-    trie_prune(&tree->trie, node);
+    list_remove_at(tree, node, found);
     return 0;
 }
 
-static void list_report(const struct subtree_list *list, subtree_match_fn fn, void *ctx)
+int subtree_mark_set(struct subtree *tree, struct slice filter, void *mark)
+{
+    ASSERT(tree != NULL && mark != NULL);
+    ASSERT_HOT(topic_filter_valid(filter));
+    uint32_t node;
+    if (trie_insert(&tree->trie, filter, &node) != 0)
+        return -ENOMEM;
+    struct subtree_list *list = trie_value(&tree->trie, node);
+    if (list != NULL && list->has_mark) {
+        if (list->is_indexed) {
+            owner_remove(tree, owner_find(tree, node, list->subs[0].owner));
+            owner_place(tree, node, mark, 0); /* the removal left a free slot */
+        }
+        list->subs[0].owner = mark;
+        return 0;
+    }
+    struct subtree_sub sub = { .owner = mark, .sub_id = 0, .options = 0 };
+    if (list_append(tree, node, &sub) != 0) {
+        trie_prune(&tree->trie, node); /* frees the path if this call created it */
+        return -ENOMEM;
+    }
+    list = trie_value(&tree->trie, node);
+    uint32_t last = list->count - 1;
+    if (last != 0) {
+        struct subtree_sub first = list->subs[0];
+        if (list->is_indexed) { /* both found before the array changes */
+            struct owner_slot *to_first = owner_find(tree, node, mark);
+            struct owner_slot *to_last = owner_find(tree, node, first.owner);
+            to_first->pos = 0;
+            to_last->pos = last;
+        }
+        list->subs[0] = list->subs[last];
+        list->subs[last] = first;
+    }
+    list->has_mark = true;
+    return 0;
+}
+
+int subtree_mark_clear(struct subtree *tree, struct slice filter)
+{
+    ASSERT(tree != NULL);
+    ASSERT_HOT(topic_filter_valid(filter));
+    uint32_t node = trie_find(&tree->trie, filter);
+    if (node == TRIE_NONE)
+        return -ENOENT;
+    struct subtree_list *list = trie_value(&tree->trie, node);
+    if (list == NULL || !list->has_mark)
+        return -ENOENT;
+    list->has_mark = false;
+    list_remove_at(tree, node, 0);
+    return 0;
+}
+
+void subtree_marks_clear(struct subtree *tree)
+{
+    ASSERT(tree != NULL);
+    for (uint32_t i = 0; i < trie_node_used(&tree->trie); i++) {
+        struct subtree_list *list = trie_value(&tree->trie, i);
+        if (list != NULL && list->has_mark) {
+            list->has_mark = false;
+            list_remove_at(tree, i, 0); /* may free nodes: their values read NULL */
+        }
+    }
+}
+
+/* Reports the subscribers of `list` (NULL = none), or with `marks` only its mark. Inlined with
+ * `marks` constant, so subtree_match pays one byte read (where its subscribers start). */
+static inline __attribute__((always_inline)) void
+list_report(const struct subtree_list *list, subtree_match_fn fn, void *ctx, bool marks)
 {
     if (list == NULL)
         return;
-    for (uint32_t i = 0; i < list->count; i++)
+    if (marks) {
+        if (list->has_mark)
+            fn(ctx, list->subs[0].owner, 0, 0);
+        return;
+    }
+    for (uint32_t i = list->has_mark; i < list->count; i++)
         fn(ctx, list->subs[i].owner, list->subs[i].options, list->subs[i].sub_id);
 }
 
@@ -329,8 +428,9 @@ struct match_frame {
  * skipped (MQTT-4.7.2-1). Each pop pushes at most two frames one level deeper, so at most one
  * frame per level waits beside the one being walked: the stack never exceeds levels + 1.
  */
-void subtree_match(const struct subtree *tree, struct slice topic, subtree_match_fn fn,
-                   void *ctx)
+static inline __attribute__((always_inline)) void
+match_walk(const struct subtree *tree, struct slice topic, subtree_match_fn fn, void *ctx,
+           bool marks)
 {
     ASSERT(tree != NULL && fn != NULL);
     ASSERT_HOT(topic_name_valid(topic));
@@ -346,14 +446,14 @@ void subtree_match(const struct subtree *tree, struct slice topic, subtree_match
         struct slice level;
         uint32_t pos = frame.pos;
         if (!topic_level_next(topic, &pos, &level)) {
-            list_report(n->value, fn, ctx);
+            list_report(n->value, fn, ctx, marks);
             if (n->pound_child != TRIE_NONE)
-                list_report(trie_value(t, n->pound_child), fn, ctx);
+                list_report(trie_value(t, n->pound_child), fn, ctx, marks);
             continue;
         }
         if (n->pound_child != TRIE_NONE && is_wild_allowed)
-            list_report(trie_value(t, n->pound_child), fn, ctx);
-        if (n->child_count == 0)
+            list_report(trie_value(t, n->pound_child), fn, ctx, marks);
+        if (n->first_child == TRIE_NONE)
             continue;
         if (n->plus_child != TRIE_NONE && is_wild_allowed) {
             ASSERT(depth < SUBTREE_STACK_MAX);
@@ -365,4 +465,16 @@ void subtree_match(const struct subtree *tree, struct slice topic, subtree_match
             stack[depth++] = (struct match_frame){ .node = child, .pos = pos };
         }
     }
+}
+
+void subtree_match(const struct subtree *tree, struct slice topic, subtree_match_fn fn,
+                   void *ctx)
+{
+    match_walk(tree, topic, fn, ctx, false);
+}
+
+void subtree_match_marks(const struct subtree *tree, struct slice topic, subtree_match_fn fn,
+                         void *ctx)
+{
+    match_walk(tree, topic, fn, ctx, true);
 }

@@ -33,6 +33,21 @@ typedef void (*subtree_match_fn)(void *ctx, void *owner, uint8_t options, uint32
 void subtree_match(const struct subtree *tree, struct slice topic, subtree_match_fn fn,
                    void *ctx);
 
+/* Marks: at most one opaque non-NULL pointer per filter beside its subscribers (the persist
+ * registry's wildcard filters, core/persist.h), so that a filter held both ways has one path
+ * of nodes. A mark is not a subscription: subtree_match and subtree_count ignore it.
+ * subtree_mark_set sets or replaces `filter`'s mark (0 or -ENOMEM with nothing changed);
+ * subtree_mark_clear removes it (0, or -ENOENT if it had none). */
+int subtree_mark_set(struct subtree *tree, struct slice filter, void *mark);
+int subtree_mark_clear(struct subtree *tree, struct slice filter);
+/* Removes every mark. */
+void subtree_marks_clear(struct subtree *tree);
+
+/* Calls `fn` (options and identifier 0) once per mark whose filter matches `topic`, with the
+ * '$' rule applied. The callback must not modify the tree. */
+void subtree_match_marks(const struct subtree *tree, struct slice topic, subtree_match_fn fn,
+                         void *ctx);
+
 /* Number of subscriptions held. */
 uint32_t subtree_count(const struct subtree *tree);
 

@@ -6,8 +6,9 @@
  * The child table uses linear probing over 8-byte slots {node index, hash tag} kept at most
  * half full, with backward-shift deletion, so there are no tombstones and a lookup stops at
  * the first empty slot. The key (parent index, level bytes) is hashed as the level bytes with
- * the parent index as the seed; a hit is confirmed against the full hash, the parent and the
- * level bytes stored in the node. Rejected alternatives: a hash table per node (millions of
+ * the parent index as the seed; a hit is confirmed against the full hash (its high half is the
+ * slot's tag, its low half is kept in the node), the parent and the level bytes stored in the
+ * node. Rejected alternatives: a hash table per node (millions of
  * small tables waste memory) and sorted child arrays (O(log n) with shifting on insert).
  */
 #include "core/trie.h"
@@ -86,7 +87,7 @@ static uint64_t level_hash(uint32_t parent, struct slice level)
 
 static bool node_is(const struct trie_node *n, uint64_t hash, uint32_t parent, struct slice level)
 {
-    return n->hash == hash && n->parent == parent && n->level_len == level.len &&
+    return n->hash_lo == (uint32_t)hash && n->parent == parent && n->level_len == level.len &&
            memcmp(trie_level_bytes(n), level.ptr, level.len) == 0;
 }
 
@@ -112,7 +113,7 @@ uint32_t trie_child(const struct trie *t, uint32_t parent, struct slice level)
         return p->plus_child;
     if (is_wildcard(level, '#'))
         return p->pound_child;
-    if (p->child_count == 0)
+    if (p->first_child == TRIE_NONE)
         return TRIE_NONE; /* leaves are common: skip hashing */
     return table_find(t, level_hash(parent, level), parent, level);
 }
@@ -143,7 +144,8 @@ static int table_reserve(struct trie *t)
     for (uint32_t i = 0; i < cap; i++) {
         uint32_t idx = t->slots[i].node_idx;
         if (idx != TRIE_NONE)
-            table_place(slots, new_cap - 1, t->nodes[idx].hash, idx);
+            table_place(slots, new_cap - 1,
+                        (uint64_t)t->slots[i].tag << 32 | t->nodes[idx].hash_lo, idx);
     }
     free(t->slots);
     t->slots = slots;
@@ -156,13 +158,13 @@ static int table_reserve(struct trie *t)
 static void table_remove(struct trie *t, uint32_t node_idx)
 {
     uint32_t mask = t->slot_mask;
-    uint32_t hole = (uint32_t)t->nodes[node_idx].hash & mask;
+    uint32_t hole = t->nodes[node_idx].hash_lo & mask;
     while (t->slots[hole].node_idx != node_idx) {
         ASSERT_HOT(t->slots[hole].node_idx != TRIE_NONE);
         hole = (hole + 1) & mask;
     }
     for (uint32_t j = (hole + 1) & mask; t->slots[j].node_idx != TRIE_NONE; j = (j + 1) & mask) {
-        uint32_t home = (uint32_t)t->nodes[t->slots[j].node_idx].hash & mask;
+        uint32_t home = t->nodes[t->slots[j].node_idx].hash_lo & mask;
         bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
         if (stays)
             continue;
@@ -234,15 +236,15 @@ static int child_create(struct trie *t, uint32_t parent, struct slice level, uin
     } else if (is_pound) {
         p->pound_child = idx;
     } else {
-        n->hash = level_hash(parent, level);
-        table_place(t->slots, t->slot_mask, n->hash, idx);
+        uint64_t hash = level_hash(parent, level);
+        n->hash_lo = (uint32_t)hash;
+        table_place(t->slots, t->slot_mask, hash, idx);
         t->slot_used++;
     }
     n->next_sibling = p->first_child;
     if (p->first_child != TRIE_NONE)
         t->nodes[p->first_child].prev_sibling = idx;
     p->first_child = idx;
-    p->child_count++;
     t->node_live++;
     *child = idx;
     return 0;
@@ -283,7 +285,7 @@ static void node_unlink(struct trie *t, uint32_t idx)
 {
     struct trie_node *n = &t->nodes[idx];
     struct trie_node *p = &t->nodes[n->parent];
-    ASSERT_HOT(n->value == NULL && n->child_count == 0);
+    ASSERT_HOT(n->value == NULL && n->first_child == TRIE_NONE);
     if (p->plus_child == idx)
         p->plus_child = TRIE_NONE;
     else if (p->pound_child == idx)
@@ -296,8 +298,6 @@ static void node_unlink(struct trie *t, uint32_t idx)
         p->first_child = n->next_sibling;
     if (n->next_sibling != TRIE_NONE)
         t->nodes[n->next_sibling].prev_sibling = n->prev_sibling;
-    ASSERT(p->child_count > 0);
-    p->child_count--;
     t->node_live--;
     node_release(t, idx);
 }
@@ -307,7 +307,7 @@ void trie_prune(struct trie *t, uint32_t node)
     ASSERT(node < t->node_used);
     while (node != TRIE_ROOT) {
         const struct trie_node *n = &t->nodes[node];
-        if (n->value != NULL || n->child_count != 0)
+        if (n->value != NULL || n->first_child != TRIE_NONE)
             return;
         uint32_t parent = n->parent;
         node_unlink(t, node);

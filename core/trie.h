@@ -25,22 +25,26 @@
 #define TRIE_LEVEL_INLINE_MAX 8u /* levels up to this many bytes are stored inside the node */
 #define TRIE_NODES_MAX (1u << 30) /* node array limit; past it inserts fail -ENOMEM */
 
+/* 48 bytes: a node per level of every filter held, so its size is most of what a filter of
+ * its own costs (bench/session-memory). */
 struct trie_node {
-    uint64_t hash; /* hash of (parent, level); meaningful for literal children only */
+    uint32_t hash_lo; /* low half of the hash of (parent, level), the high half is the table
+                       * slot's tag; meaningful for literal children only */
+    uint32_t level_len;
     union {
         uint8_t bytes[TRIE_LEVEL_INLINE_MAX];
         uint8_t *heap; /* owned; when level_len > TRIE_LEVEL_INLINE_MAX */
     } level;
-    uint32_t level_len;
     uint32_t parent;
-    uint32_t first_child;
+    uint32_t first_child;  /* every child, wildcards included, is on this list; TRIE_NONE for
+                            * none */
     uint32_t next_sibling; /* also the free-list link of a freed node */
     uint32_t prev_sibling;
     uint32_t plus_child;  /* the '+' child or TRIE_NONE */
     uint32_t pound_child; /* the '#' child or TRIE_NONE */
-    uint32_t child_count; /* every child, wildcards included */
     void *value;          /* owned by the user module; NULL in free nodes */
 };
+STATIC_ASSERT(sizeof(struct trie_node) == 48, "trie node size");
 
 struct trie_slot {
     uint32_t node_idx; /* TRIE_NONE when empty */

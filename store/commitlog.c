@@ -25,6 +25,7 @@
 #include "store/segment.h"
 
 #define SEAL_ROOM (RECORD_BLOCK + RECORD_HEADER_LEN)
+#define BATCH_KEEP (RECORD_BLOCK * 64) /* a batch buffer's initial size, and where it shrinks to */
 
 /* A failed write or flush: the data's fate on disk is unknown, and retrying fsync is unsafe
  * (STYLE 5). Nothing beyond the durable offset was acknowledged, so stopping loses nothing
@@ -70,6 +71,22 @@ static int batch_reserve(struct commitlog_batch *b, uint32_t need)
     b->buf = p;
     b->cap = (uint32_t)cap;
     return 0;
+}
+
+/* A written batch buffer of more than BATCH_KEEP that carried at most a quarter of its size
+ * (the one after a burst, such as a snapshot of every session) goes back to BATCH_KEEP: without
+ * this the two batch buffers keep the size of the largest burst for good. A failed allocation
+ * keeps the large buffer, which is still correct. */
+static void batch_trim(struct commitlog_batch *b)
+{
+    if (b->cap <= BATCH_KEEP || b->len > b->cap / 4)
+        return;
+    void *p = NULL;
+    if (posix_memalign(&p, RECORD_BLOCK, BATCH_KEEP) != 0)
+        return;
+    free(b->buf);
+    b->buf = p;
+    b->cap = BATCH_KEEP;
 }
 
 static void batch_start(struct commitlog_batch *b, int fd, uint64_t base_off, uint64_t seg_base)
@@ -139,8 +156,8 @@ int commitlog_open(struct commitlog *log, const char *dir, const struct config *
     log->seg_fd = fd;
     /* An existing segment keeps the size it was created with. */
     uint64_t seg_size = (uint64_t)st.st_size;
-    if ((rc = batch_alloc(&log->cur, RECORD_BLOCK * 64)) < 0 ||
-        (rc = batch_alloc(&log->inflight, RECORD_BLOCK * 64)) < 0 ||
+    if ((rc = batch_alloc(&log->cur, BATCH_KEEP)) < 0 ||
+        (rc = batch_alloc(&log->inflight, BATCH_KEEP)) < 0 ||
         (rc = batch_alloc(&log->sealed, RECORD_BLOCK)) < 0 ||
         (rc = tailcache_init(&log->cache, cfg->store_cache_bytes)) < 0) {
         snprintf(err, err_len, "out of memory for the log batches");
@@ -342,6 +359,7 @@ void commitlog_on_write(struct commitlog *log, int res)
         tailcache_put(&log->cache, log->inflight.base_off, log->inflight.buf, log->inflight.len);
     else
         tailcache_skip(&log->cache, log->inflight.base_off, log->inflight.len);
+    batch_trim(&log->inflight); /* its bytes are written (and copied to the tail) */
     log->bytes_written += (uint64_t)res;
     if (log->inflight.fd == log->old_fd && log->sealed.len == 0) {
         /* The last write of the previous segment (its sealed tail, which may have waited

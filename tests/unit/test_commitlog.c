@@ -276,3 +276,39 @@ Test(commitlog, the_hot_tail_skips_batches_of_only_qos0)
     cr_assert_eq(seen->count, 6, "the skipped batch reached the disk");
     free(seen);
 }
+
+/* A burst (a snapshot of every session, say) grows the batch buffers; once small batches
+ * follow, both give the memory back, and what was written scans back whole. */
+Test(commitlog, batch_buffers_shrink_after_a_burst)
+{
+    struct commitlog log;
+    char err[256];
+    cfg.store_segment_bytes = 1u << 30;
+    cr_assert_eq(commitlog_open(&log, dir, &cfg, 0, 0, err, sizeof(err)), 0, "%s", err);
+    static uint8_t payload[60000];
+    char topic[32];
+    uint32_t i = 0;
+    for (; i < 100; i++) { /* 6 MB in one batch */
+        struct record_message m = message(i, topic, sizeof(topic), payload, sizeof(payload));
+        cr_assert_geq(commitlog_append_message(&log, &m), 0);
+    }
+    cr_assert_geq(log.cur.cap, 6000000u);
+    drain(&log);
+    uint32_t big = log.inflight.cap;
+    cr_assert_geq(big, 6000000u, "the burst's buffer was just written: kept until reused");
+    for (uint32_t round = 0; round < 3; round++, i++) {
+        struct record_message m = message(i, topic, sizeof(topic), payload, 100);
+        cr_assert_geq(commitlog_append_message(&log, &m), 0);
+        drain(&log);
+    }
+    cr_expect_leq(log.cur.cap, 1u << 20);
+    cr_expect_leq(log.inflight.cap, 1u << 20);
+    cr_expect_leq(log.sealed.cap, 1u << 20);
+    commitlog_close(&log);
+    struct seen *seen = calloc(1, sizeof(*seen));
+    struct segment_scan scan;
+    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_expect_eq(seen->count, i);
+    free(seen);
+}

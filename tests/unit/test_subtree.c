@@ -407,3 +407,94 @@ Test(subtree, random_subscriptions_agree_with_topic_match, .timeout = 120)
     cr_assert_eq(subtree_count(tree), 0);
     cr_assert_eq(match("a/b")->count, 0);
 }
+
+/* ---- Marks (the persist registry's wildcard filters share the subscriptions' nodes) ---- */
+
+static struct hits *match_marks(const char *topic)
+{
+    static struct hits h;
+    h.count = 0;
+    subtree_match_marks(tree, s(topic), hits_collect, &h);
+    return &h;
+}
+
+#define MARK(n) ((void *)(uintptr_t)(0x100000u + (n)))
+
+Test(subtree, a_mark_is_not_a_subscription)
+{
+    cr_assert_eq(subtree_mark_set(tree, s("a/+"), MARK(1)), 0);
+    cr_expect_eq(subtree_count(tree), 0);
+    cr_expect_eq(match("a/b")->count, 0);
+    struct hits *h = match_marks("a/b");
+    cr_assert_eq(h->count, 1);
+    cr_expect_eq(h->items[0].owner, MARK(1));
+    cr_expect_eq(match_marks("a/b/c")->count, 0);
+    cr_expect_eq(match_marks("$SYS/b")->count, 0, "the '$' rule applies to marks too");
+}
+
+Test(subtree, marks_and_subscribers_share_a_filter_without_seeing_each_other)
+{
+    cr_assert_eq(subtree_add(tree, s("a/#"), OWNER(1), 1, 5), 1);
+    cr_assert_eq(subtree_mark_set(tree, s("a/#"), MARK(1)), 0);
+    cr_assert_eq(subtree_add(tree, s("a/#"), OWNER(2), 2, 0), 1);
+    cr_assert_eq(subtree_mark_set(tree, s("a/#"), MARK(2)), 0, "replaces");
+    struct hits *h = match("a/x");
+    cr_assert_eq(h->count, 2);
+    cr_expect_eq(owner_hits(h, OWNER(1)) + owner_hits(h, OWNER(2)), 2);
+    h = match_marks("a/x");
+    cr_assert_eq(h->count, 1);
+    cr_expect_eq(h->items[0].owner, MARK(2));
+    /* Removing subscribers keeps the mark, and the other way round. */
+    cr_assert_eq(subtree_remove(tree, s("a/#"), OWNER(1)), 0);
+    cr_expect_eq(match_marks("a/x")->count, 1);
+    cr_assert_eq(subtree_mark_clear(tree, s("a/#")), 0);
+    cr_expect_eq(subtree_mark_clear(tree, s("a/#")), -ENOENT);
+    h = match("a/x");
+    cr_assert_eq(h->count, 1);
+    cr_expect_eq(h->items[0].owner, OWNER(2));
+    cr_expect_eq(h->items[0].options, 2);
+    cr_expect_eq(match_marks("a/x")->count, 0);
+    cr_assert_eq(subtree_remove(tree, s("a/#"), OWNER(2)), 0);
+    cr_expect_eq(subtree_mark_clear(tree, s("a/#")), -ENOENT);
+    cr_expect_eq(match("a/x")->count, 0);
+}
+
+/* Past the scan limit the array is indexed: the mark's swaps to position 0 and the removals
+ * around it must keep every owner findable. */
+Test(subtree, marks_in_large_indexed_arrays)
+{
+    enum { N = 300 };
+    for (uint32_t i = 1; i <= N / 2; i++)
+        cr_assert_eq(subtree_add(tree, s("big/+"), OWNER(i), 0, i), 1);
+    cr_assert_eq(subtree_mark_set(tree, s("big/+"), MARK(1)), 0);
+    for (uint32_t i = N / 2 + 1; i <= N; i++)
+        cr_assert_eq(subtree_add(tree, s("big/+"), OWNER(i), 0, i), 1);
+    cr_assert_eq(subtree_mark_set(tree, s("big/+"), MARK(2)), 0);
+    for (uint32_t i = 1; i <= N; i += 2)
+        cr_assert_eq(subtree_remove(tree, s("big/+"), OWNER(i)), 0);
+    cr_expect_eq(subtree_count(tree), N / 2);
+    struct hits *h = match("big/x");
+    cr_assert_eq(h->count, N / 2);
+    for (uint32_t i = 0; i < h->count; i++)
+        cr_expect_eq((uintptr_t)h->items[i].owner % 2, 0);
+    cr_expect_eq(match_marks("big/x")->count, 1);
+    cr_assert_eq(subtree_mark_clear(tree, s("big/+")), 0);
+    for (uint32_t i = 2; i <= N; i += 2) {
+        cr_assert_eq(subtree_add(tree, s("big/+"), OWNER(i), 1, i), 0, "found, replaced");
+        cr_assert_eq(subtree_remove(tree, s("big/+"), OWNER(i)), 0);
+    }
+    cr_expect_eq(subtree_count(tree), 0);
+    cr_expect_eq(match("big/x")->count, 0);
+    cr_expect_eq(match_marks("big/x")->count, 0);
+}
+
+Test(subtree, marks_clear_all_leaves_the_subscriptions)
+{
+    cr_assert_eq(subtree_mark_set(tree, s("m/+/x"), MARK(1)), 0);
+    cr_assert_eq(subtree_mark_set(tree, s("m/#"), MARK(2)), 0);
+    cr_assert_eq(subtree_add(tree, s("m/#"), OWNER(1), 0, 0), 1);
+    subtree_marks_clear(tree);
+    cr_expect_eq(match_marks("m/a/x")->count, 0);
+    cr_expect_eq(match("m/a/x")->count, 1);
+    cr_expect_eq(subtree_mark_clear(tree, s("m/+/x")), -ENOENT);
+}

@@ -46,6 +46,16 @@ static void clear_and_prune(const char *path)
     trie_prune(&trie, node);
 }
 
+/* Children of `node`, counted on its sibling list. */
+static uint32_t child_count(uint32_t node)
+{
+    uint32_t count = 0;
+    for (uint32_t c = trie_node(&trie, node)->first_child; c != TRIE_NONE;
+         c = trie_node(&trie, c)->next_sibling)
+        count++;
+    return count;
+}
+
 Test(trie, empty_trie_holds_only_the_root)
 {
     cr_expect_eq(trie_node_count(&trie), 1);
@@ -70,7 +80,7 @@ Test(trie, wildcard_children_live_in_the_parent)
     uint32_t a = trie_find(&trie, s("a"));
     cr_expect_eq(trie_node(&trie, a)->plus_child, plus);
     cr_expect_eq(trie_node(&trie, a)->pound_child, pound);
-    cr_expect_eq(trie_node(&trie, a)->child_count, 2);
+    cr_expect_eq(child_count(a), 2);
     clear_and_prune("a/+");
     cr_expect_eq(trie_node(&trie, a)->plus_child, TRIE_NONE);
 }
@@ -146,7 +156,7 @@ Test(trie, children_are_enumerable_through_sibling_links)
         seen |= 1u << (trie_level_bytes(n)[0] - 'x');
     }
     cr_expect_eq(seen, 0x5);
-    cr_expect_eq(trie_node(&trie, r)->child_count, 2);
+    cr_expect_eq(child_count(r), 2);
 }
 
 /* A small table under heavy churn: probe runs wrap around the table end and the backward
