@@ -350,10 +350,7 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         sess->persistent = sess->expiry_s > 0;
         sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
     }
-    if (sess->will != NULL) {
-        msg_release(sess->will);
-        sess->will = NULL;
-    }
+    session_will_drop(s, sess);
     sess->will_delay_s = c->version == MQTT_V5 && cn->has_will &&
                                  mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
                              ? cn->will.props.will_delay : 0;
