@@ -574,8 +574,13 @@ uint64_t persist_journal_cursor(struct shard *s, struct session *sess)
     if (sess->origins == NULL)
         return 0;
     struct journal_pos pos[SHARD_MAX];
+    uint64_t pos1[SHARD_MAX];
     for (uint16_t i = 0; i < s->count; i++)
-        session_origin_positions(sess, i, &pos[i].pos0, &pos[i].pos1);
+        session_origin_positions(sess, i, &pos[i].pos0, &pos1[i]);
+    if (shared_is_cursor(sess))
+        shared_cursor_floor(s, sess, pos1); /* What its group keeps in memory. */
+    for (uint16_t i = 0; i < s->count; i++)
+        pos[i].pos1 = pos1[i];
     struct journal_entry e = entry_for(sess, JOURNAL_CURSOR);
     e.shard_count = s->count;
     e.pos = pos;
