@@ -56,6 +56,8 @@ struct conn {
     uint32_t in_frame_len;   /* length of the partial frame held in `in`; 0 = header partial */
     uint32_t send_off;       /* bytes of `sending` already accepted by the kernel */
     bool is_paused;          /* input held until the commit log has room (back-pressure) */
+    bool is_paused_for_acks; /* ... or until the disk answers one of its QoS 1/2 PUBLISHes:
+                              * the next would exceed our Receive Maximum (core/dispatch.c) */
     struct bytebuf in;      /* partial frame, or stashed input during a handoff */
     struct bytebuf out;     /* filling */
     struct bytebuf sending; /* owned by the kernel while send_inflight */
@@ -66,6 +68,9 @@ struct conn {
     uint32_t max_packet_out; /* client's Maximum Packet Size (v5), else MQTT_VARINT_MAX + 5 */
     bool is_problem_info_off; /* v5 CONNECT said Request Problem Information = 0 */
     uint16_t handoff_target; /* home shard while CONN_HANDOFF */
+    uint32_t pubacks_held;   /* PUBACKs of its QoS 1 PUBLISHes waiting for the disk: with the
+                              * unreleased QoS 2 ids, what our Receive Maximum bounds (v5) */
+    uint32_t pubrecs_held;   /* PUBRECs of its QoS 2 PUBLISHes waiting for the disk */
     struct conn_alias *aliases; /* mqtt.max_topic_alias entries, allocated on first use */
     struct topicalias_out alias_out; /* server -> client aliases (v5; core/topicalias.h) */
     struct session *session;

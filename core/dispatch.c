@@ -350,7 +350,7 @@ static enum mqtt_rc configure_session(struct shard *s, struct conn *c, struct se
         sess->persistent = sess->expiry_s > 0;
         sess->receive_max_out = (uint16_t)MIN(s->cfg->max_inflight, 65535u);
     }
-    (void)session_will_set(sess, NULL, 0); /* the previous connection's; cannot fail */
+    session_will_drop(s, sess); /* the previous connection's, or the one held */
     uint32_t will_delay_s = c->version == MQTT_V5 && cn->has_will &&
                                     mqtt_props_has(&cn->will.props, MQTT_PROP_WILL_DELAY)
                                 ? cn->will.props.will_delay : 0;
@@ -570,6 +570,12 @@ void dispatch_on_durable(struct shard *s)
             msg_release(done.msg);
         }
         struct conn *c = &s->conns[done.conn_idx];
+        bool is_publish_ack = done.ack_type == MQTT_PUBACK || done.ack_type == MQTT_PUBREC;
+        if (is_publish_ack && c->gen == done.conn_gen) {
+            uint32_t *held = done.ack_type == MQTT_PUBACK ? &c->pubacks_held : &c->pubrecs_held;
+            ASSERT(*held > 0);
+            (*held)--;
+        }
         bool live = c->gen == done.conn_gen && c->state == CONN_ACTIVE && !s->stopping;
         if (done.ack_type == MQTT_PUBLISH) {
             if (live && c->session != NULL)
@@ -583,6 +589,12 @@ void dispatch_on_durable(struct shard *s)
             (void)send_ack(s, c, done.ack_type, done.packet_id,
                            MQTT_RC_SUCCESS); /* On failure it closed the conn: the client
                                               * re-sends after reconnecting. */
+        }
+        if (is_publish_ack && live && c->is_paused_for_acks) {
+            /* Its answer went out: the held PUBLISH fits the Receive Maximum now. Replayed
+             * here; what it appends lands behind `visible` and waits in this ring. */
+            c->is_paused_for_acks = false;
+            conn_resume(s, c);
         }
     }
 }
@@ -618,16 +630,26 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
         return send_ack(s, c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
                         MQTT_RC_PAYLOAD_FORMAT_INVALID);
     }
-    if (p->qos == 2) {
-        if (session_qos2_has(sess, p->packet_id))
-            return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
-        /* Only QoS 2 stays unacknowledged here (QoS 1 is acked at once): this is the count
-         * our Receive Maximum bounds (MQTT-3.3.4-9). */
-        if (session_qos2_count(sess) >= s->cfg->max_inflight)
+    if (p->qos == 2 && session_qos2_has(sess, p->packet_id))
+        return send_ack(s, c, MQTT_PUBREC, p->packet_id, MQTT_RC_SUCCESS);
+    /* MQTT-3.3.4-9: a v5 client has at most our Receive Maximum QoS 1/2 PUBLISHes we have not
+     * answered with PUBACK or PUBCOMP: PUBACKs still waiting for the disk, QoS 2 ids not yet
+     * released (v3 has no Receive Maximum: only its QoS 2 ids are bounded, for memory). When
+     * the disk holds some of those answers (store.flush = sync), this PUBLISH is not read yet:
+     * the input waits until one answer goes out (TCP back-pressure), so a client that pipelines
+     * past the limit (MQTT.js does) is slowed, not cut off. When the client itself holds them
+     * all (QoS 2 without PUBREL), it gets DISCONNECT 0x93. */
+    uint32_t unanswered = session_qos2_count(sess) + (c->version == MQTT_V5 ? c->pubacks_held : 0u);
+    if (p->qos > 0 && unanswered >= s->cfg->max_inflight) {
+        if (c->pubacks_held + c->pubrecs_held == 0)
             return fail(s, c, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded");
-        if (session_qos2_add(sess, p->packet_id) != 0)
-            return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
+        s->stats.ack_holds++;
+        c->is_paused_for_acks = true;
+        conn_pause(s, c, frame, len);
+        return false;
     }
+    if (p->qos == 2 && session_qos2_add(sess, p->packet_id) != 0)
+        return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
     struct msg *m = msg_create(topic, p->payload, c->version == MQTT_V5 ? &p->props : NULL,
                                (struct slice){ (const uint8_t *)sess->client_id,
                                                sess->client_id_len },
@@ -664,6 +686,8 @@ static bool on_publish(struct shard *s, struct conn *c, const struct mqtt_publis
             msg_release(m);
             return fail(s, c, MQTT_RC_SERVER_BUSY, "out of memory");
         }
+        if (sync) /* Counted until dispatch_on_durable sends the answer. */
+            (*(ack_type == MQTT_PUBACK ? &c->pubacks_held : &c->pubrecs_held))++;
         return sync || send_ack(s, c, ack_type, p->packet_id, MQTT_RC_SUCCESS);
     }
     router_route(s, m);

@@ -5,8 +5,12 @@
  */
 #include "core/msg.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/topic.h"
+#include "store/record.h"
 
 static const uint64_t travelling_mask =
     (1ull << MQTT_PROP_PAYLOAD_FORMAT) | (1ull << MQTT_PROP_MESSAGE_EXPIRY) |
@@ -126,4 +130,21 @@ void msg_release(struct msg *m)
     ASSERT_HOT(m->refs > 0);
     if (--m->refs == 0)
         free(m);
+}
+
+int msg_from_record(const uint8_t *p, const struct record_header *h, uint16_t origin_shard,
+                    struct msg **out)
+{
+    struct record_message rm;
+    struct mqtt_props props = { 0 };
+    if (!record_decode_message(p, h, &rm) || !topic_name_valid(rm.topic) ||
+        (rm.props.len > 0 && codec_publish_props_decode(rm.props, &props) != MQTT_RC_SUCCESS))
+        return -EBADMSG;
+    struct msg *m = msg_create(rm.topic, rm.payload, rm.props.len > 0 ? &props : NULL,
+                               rm.client_id, rm.qos, rm.retain, origin_shard);
+    if (m == NULL)
+        return -ENOMEM;
+    m->time_ns = rm.timestamp_ns;
+    *out = m;
+    return 0;
 }

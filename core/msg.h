@@ -19,6 +19,8 @@
 
 #define MSG_NOT_LOGGED UINT64_MAX
 
+struct record_header;
+
 struct msg {
     uint32_t refs;           /* owner shard only */
     uint32_t alloc_len;      /* bytes of this allocation, header included */
@@ -42,6 +44,13 @@ struct msg {
  * block; empty on v3). Returns it with one reference, or NULL when out of memory. */
 struct msg *msg_create(struct slice topic, struct slice payload, const struct mqtt_props *props,
                        struct slice client_id, uint8_t qos, bool retain, uint16_t origin_shard);
+
+/* Rebuilds the message of a verified RECORD_MESSAGE at `p` (retained messages and held
+ * wills at startup): its time is the record's, its log position unknown. Sets *out and returns
+ * 0, -EBADMSG when the record is not a message this code understands (a bad topic or property
+ * block: never trusted from disk), or -ENOMEM. */
+int msg_from_record(const uint8_t *p, const struct record_header *h, uint16_t origin_shard,
+                    struct msg **out);
 
 /* Copies `src` (possibly another shard's, read-only) into a new msg owned by shard `owner`,
  * with one reference. NULL when out of memory. */

@@ -530,13 +530,50 @@ uint64_t persist_journal_state(struct shard *s, struct session *sess)
     return end;
 }
 
+uint64_t persist_journal_will(struct shard *s, struct session *sess)
+{
+    struct journal_entry e = entry_for(sess, JOURNAL_WILL);
+    uint8_t *record = NULL;
+    const struct msg *m = session_will(sess);
+    if (m != NULL) {
+        struct record_message r = {
+            .timestamp_ns = m->time_ns, .qos = m->qos, .retain = m->retain, .topic = m->topic,
+            .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,
+        };
+        uint32_t len = record_message_len(&r);
+        record = malloc(len);
+        if (record == NULL) {
+            LOG_ERROR("persist", "journal_oom client=%s kind=will", sess->client_id);
+            return 0;
+        }
+        (void)record_encode_message(&r, record);
+        const struct session_cold *cold = sess->cold; /* holds the will */
+        uint64_t left_ms = cold->will_due_ms > s->now_ms ? cold->will_due_ms - s->now_ms : 0;
+        e.will_record = (struct slice){ record, len };
+        e.will_delay_s = cold->will_delay_s;
+        e.will_due_ns = e.time_ns + left_ms * 1000000u;
+    }
+    uint64_t end = 0;
+    if (journal_fits(&e))
+        end = journal_append(s, sess, &e);
+    else
+        LOG_ERROR("persist", "journal_will_too_large client=%s", sess->client_id);
+    free(record);
+    return end;
+}
+
 uint64_t persist_journal_cursor(struct shard *s, struct session *sess)
 {
     if (sess->origins == NULL)
         return 0;
     struct journal_pos pos[SHARD_MAX];
+    uint64_t pos1[SHARD_MAX];
     for (uint16_t i = 0; i < s->count; i++)
-        session_origin_positions(sess, i, &pos[i].pos0, &pos[i].pos1);
+        session_origin_positions(sess, i, &pos[i].pos0, &pos1[i]);
+    if (shared_is_cursor(sess))
+        shared_cursor_floor(s, sess, pos1); /* What its group keeps in memory. */
+    for (uint16_t i = 0; i < s->count; i++)
+        pos[i].pos1 = pos1[i];
     struct journal_entry e = entry_for(sess, JOURNAL_CURSOR);
     e.shard_count = s->count;
     e.pos = pos;

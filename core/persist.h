@@ -202,6 +202,10 @@ uint64_t persist_journal_rel(struct shard *s, struct session *sess, uint16_t pac
 uint64_t persist_journal_out(struct shard *s, struct session *sess, uint16_t packet_id,
                              uint8_t state, uint16_t origin, uint64_t log_off);
 
+/* The will `sess` holds while offline (sess->will, due at sess->will_due_ms), or none when
+ * sess->will is NULL. */
+uint64_t persist_journal_will(struct shard *s, struct session *sess);
+
 /* A serial number for a new session (unique per shard and run). */
 static inline uint64_t persist_next_serial(struct persist *p) { return ++p->serial_counter; }
 

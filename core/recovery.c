@@ -190,8 +190,9 @@ static void forget(struct recovery_session *e)
 {
     free(e->state);
     free(e->cursor);
-    e->state = e->cursor = NULL;
-    e->state_len = e->cursor_len = 0;
+    free(e->will);
+    e->state = e->cursor = e->will = NULL;
+    e->state_len = e->cursor_len = e->will_len = 0;
     e->qos2_in_len = 0;
     e->outs_len = 0;
 }
@@ -230,6 +231,13 @@ static int on_journal(struct scan_ctx *sc, const uint8_t *p, const struct record
     case JOURNAL_REL:
         qos2_remove(rs, e.packet_id);
         return 0;
+    case JOURNAL_WILL:
+        if (e.will_record.len > 0)
+            return keep_body(&rs->will, &rs->will_len, record_body(p, h));
+        free(rs->will);
+        rs->will = NULL;
+        rs->will_len = 0;
+        return 0;
     case JOURNAL_OUT:
         return out_apply(rs, &e);
     default:
@@ -253,21 +261,15 @@ static int on_record(void *ctx, uint64_t off, const uint8_t *p, const struct rec
     }
     if (h->type != RECORD_MESSAGE || !(h->flags & RECORD_FLAG_RETAIN))
         return 0;
-    struct record_message rm;
-    struct mqtt_props props = { 0 };
-    if (!record_decode_message(p, h, &rm) || !topic_name_valid(rm.topic) ||
-        (rm.props.len > 0 && codec_publish_props_decode(rm.props, &props) != MQTT_RC_SUCCESS)) {
+    struct msg *m;
+    int rc = msg_from_record(p, h, sc->shard, &m);
+    if (rc == -EBADMSG) {
         sc->skipped++; /* Checksummed but not ours to understand: never crash on disk bytes. */
         return 0;
     }
-    if (rm.props.len == 0)
-        props.raw = (struct slice){ NULL, 0 };
-    struct msg *m = msg_create(rm.topic, rm.payload, rm.props.len > 0 ? &props : NULL,
-                               rm.client_id, rm.qos, true, sc->shard);
-    if (m == NULL)
-        return -ENOMEM;
+    if (rc != 0)
+        return rc;
     m->owner_shard = RECOVERY_OWNER;
-    m->time_ns = rm.timestamp_ns;
     return keep_retained(sc->r, m);
 }
 

@@ -6,7 +6,7 @@
  * the shards adopt: where each log's next append goes, the retained messages (the newest
  * record per topic across all logs wins; an empty payload clears), and the persistent
  * sessions from the session journal (store/journal.h: the newest STATE and CURSOR of each
- * client, unless an END followed; the inbound QoS 2 ids from QoS 2 message records minus the
+ * client, unless an END followed, and the will it held offline; the inbound QoS 2 ids from QoS 2 message records minus the
  * released ones). A client's records are all in its home shard's log as long as shard.count
  * stays the same; after a change of shard.count they are merged by time. The shards read the result
  * read-only while they set up and copy what they keep; the main thread frees it after.
@@ -38,6 +38,9 @@ struct recovery_session {
     uint32_t state_len;
     uint8_t *cursor;         /* body of its newest CURSOR record (owned), or NULL */
     uint32_t cursor_len;
+    uint8_t *will;           /* body of its newest WILL record if that holds a will (owned),
+                              * else NULL: a will its offline session still held */
+    uint32_t will_len;
     uint64_t last_ns;        /* time of its newest record (offline since, for expiry) */
     uint16_t last_log;       /* the shard log of that record */
     struct recovery_out *outs; /* outbound QoS 2 deliveries, by record; completed ones until

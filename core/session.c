@@ -198,7 +198,8 @@ static struct session_cold *cold_get(struct session *sess)
 static void cold_trim(struct session *sess)
 {
     struct session_cold *cold = sess->cold;
-    if (cold == NULL || cold->restored_len > 0 || cold->qos2_in_len > 0 || cold->will != NULL)
+    if (cold == NULL || cold->restored_len > 0 || cold->qos2_in_len > 0 || cold->will != NULL ||
+        cold->will_journaled)
         return;
     free(cold->restored);
     free(cold->qos2_in);
@@ -1002,6 +1003,26 @@ static void go_offline(struct shard *s, struct session *sess)
     sess->cursor_dirty = false;
 }
 
+/* Journals the will `sess` holds now (or that it holds none), if it differs from what the
+ * journal says. Failures are counted and logged by persist. */
+static void journal_will(struct shard *s, struct session *sess)
+{
+    struct msg *will = session_will(sess);
+    if (!sess->journaled || (will == NULL && (sess->cold == NULL || !sess->cold->will_journaled)))
+        return;
+    (void)persist_journal_will(s, sess);
+    sess->cold->will_journaled = will != NULL;
+    cold_trim(sess);
+}
+
+void session_will_drop(struct shard *s, struct session *sess)
+{
+    if (session_will(sess) == NULL)
+        return;
+    (void)session_will_set(sess, NULL, 0); /* cannot fail */
+    journal_will(s, sess);
+}
+
 void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
 {
     struct session *sess = c->session;
@@ -1016,10 +1037,15 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
         go_offline(s, sess);
     struct msg *will = will_take(sess);
     if (will != NULL && publish_will && sess->persistent && sess->cold->will_delay_s > 0) {
-        /* MQTT-3.1.3-9: held for its delay; session_tick sends it, a reconnect cancels it. */
+        /* MQTT-3.1.3-9: held for its delay; session_tick sends it, a reconnect cancels it.
+         * Journaled, so a restart does not lose it (a will of a connection the server
+         * closes itself, at a stop, is never published: no journal record needed then). */
         sess->cold->will = will;
         sess->cold->will_due_ms = s->now_ms + (uint64_t)sess->cold->will_delay_s * 1000u;
         will = NULL;
+        journal_will(s, sess);
+        LOG_INFO("session", "will_held client=%s delay_s=%u", sess->client_id,
+                 sess->cold->will_delay_s);
     }
     cold_trim(sess);
     if (!sess->persistent)
@@ -1049,12 +1075,12 @@ bool session_expire_if_due(struct shard *s, struct session *sess)
 }
 
 /* One offline session on the tick: takes its will out into *will when due (its delay passed,
- * or the session ends now) and ends it when expired. */
-static void tick_session(struct shard *s, struct session *sess, struct msg **will)
+ * or the session ends now) and ends it when expired. Returns true when it ended. */
+static bool tick_session(struct shard *s, struct session *sess, struct msg **will)
 {
     *will = NULL;
     if (sess->conn != NULL)
-        return;
+        return false;
     bool expired = lifetime_session_expired(sess->expiry_s, sess->offline_since_ms, s->now_ms);
     if (session_will(sess) != NULL && (expired || s->now_ms >= sess->cold->will_due_ms)) {
         LOG_INFO("session", "will_due client=%s delay_s=%u", sess->client_id,
@@ -1066,12 +1092,16 @@ static void tick_session(struct shard *s, struct session *sess, struct msg **wil
         LOG_INFO("session", "expired client=%s", sess->client_id);
         session_destroy(s, sess);
     }
+    return expired;
 }
 
 void session_tick(struct shard *s)
 {
-    /* Wills are published after the scan: routing must not run while the table is walked. */
+    /* Wills are published after the scan: routing must not run while the table is walked.
+     * The journal learns that a session holds its will no more only after the will's own
+     * record, so a crash in between publishes it again rather than never. */
     struct msg *wills[SESSION_WILLS_PER_TICK];
+    struct session *holders[SESSION_WILLS_PER_TICK]; /* NULL: the session ended */
     uint32_t will_count = 0;
     struct session_table *t = s->sessions;
     for (uint32_t i = 0; i <= t->mask && will_count < SESSION_WILLS_PER_TICK; i++) {
@@ -1079,9 +1109,11 @@ void session_tick(struct shard *s)
         while (e != NULL && will_count < SESSION_WILLS_PER_TICK) {
             struct session *next = e->hash_next;
             struct msg *will;
-            tick_session(s, e, &will);
-            if (will != NULL)
+            bool ended = tick_session(s, e, &will);
+            if (will != NULL) {
+                holders[will_count] = ended ? NULL : e;
                 wills[will_count++] = will;
+            }
             e = next;
         }
     }
@@ -1089,6 +1121,10 @@ void session_tick(struct shard *s)
         router_publish(s, wills[i]);
         msg_release(wills[i]);
     }
+    /* Routing to an offline session only queues or skips: the holders are all still here. */
+    for (uint32_t i = 0; i < will_count; i++)
+        if (holders[i] != NULL)
+            journal_will(s, holders[i]);
 }
 
 void session_journal_cursors(struct shard *s)
@@ -1126,7 +1162,9 @@ bool session_journal_all(struct shard *s)
         for (struct session *e = t->buckets[i]; e != NULL; e = e->hash_next)
             if (e->journaled &&
                 (persist_journal_state(s, e) == 0 || persist_journal_cursor(s, e) == 0 ||
-                 !journal_window(s, e)))
+                 !journal_window(s, e) ||
+                 (e->cold != NULL && e->cold->will_journaled &&
+                  persist_journal_will(s, e) == 0)))
                 return false;
     return true;
 }
@@ -1188,6 +1226,36 @@ static int adopt_outs(struct session *sess, const struct recovery_session *rs)
     return 0;
 }
 
+/* The will the session held offline when the broker stopped: held again, due when it was
+ * due (at once if that passed while the broker was down). One that cannot be read is logged
+ * and dropped (the session itself is restored). */
+static void adopt_will(struct shard *s, struct session *sess, const struct recovery_session *rs,
+                       uint64_t wall_ns, uint64_t now_ms)
+{
+    struct journal_entry w;
+    struct record_header h;
+    if (rs->will == NULL)
+        return;
+    int rc = journal_decode((struct slice){ rs->will, rs->will_len }, &w);
+    if (rc == 0 && (w.kind != JOURNAL_WILL || w.will_record.len == 0 ||
+                    record_verify(w.will_record.ptr, w.will_record.len, &h) != RECORD_OK))
+        rc = -EBADMSG;
+    struct msg *will = NULL;
+    if (rc == 0)
+        rc = msg_from_record(w.will_record.ptr, &h, s->id, &will);
+    if (rc == 0)
+        rc = session_will_set(sess, will, w.will_delay_s); /* takes `will` over */
+    if (rc != 0) {
+        LOG_ERROR("store", "will_restore_failed client=%s err=%d", sess->client_id, rc);
+        return;
+    }
+    uint64_t left_ms = w.will_due_ns > wall_ns ? (w.will_due_ns - wall_ns) / 1000000u : 0;
+    sess->cold->will_due_ms = now_ms + left_ms;
+    sess->cold->will_journaled = true;
+    LOG_INFO("store", "will_restored client=%s delay_s=%u due_in_ms=%llu", sess->client_id,
+             w.will_delay_s, (unsigned long long)left_ms);
+}
+
 int session_adopt(struct shard *s, const struct recovery_session *rs)
 {
     struct journal_entry st;
@@ -1232,5 +1300,6 @@ int session_adopt(struct shard *s, const struct recovery_session *rs)
     uint64_t age_ms = wall > rs->last_ns ? (wall - rs->last_ns) / 1000000u : 0;
     uint64_t now = base_now_ms();
     sess->offline_since_ms = now > age_ms ? now - age_ms : 0;
+    adopt_will(s, sess, rs, wall, now);
     return 0;
 }

@@ -81,6 +81,8 @@ struct session_cold {
     uint32_t will_delay_s;   /* v5 Will Delay Interval of the current connection's will */
     struct msg *will;
     uint64_t will_due_ms;
+    bool will_journaled;     /* the journal says it holds `will` (a held will survives a
+                              * restart: JOURNAL_WILL); keeps the cold part while set */
 };
 
 /* 160 bytes (a jemalloc size class): an offline persistent session costs this, its client id,
@@ -199,6 +201,10 @@ bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_pac
  * publishes it when due, a reconnect cancels it), ends a non-persistent session, and detaches
  * a persistent one. */
 void session_conn_lost(struct shard *s, struct conn *c, bool publish_will);
+/* Drops the will `sess` holds (a CONNECT for its client id cancels a held will,
+ * MQTT-3.1.3-9, and replaces a connected one); journals that it holds none if the journal
+ * said it held one. */
+void session_will_drop(struct shard *s, struct session *sess);
 
 /* Delivers `m` (possibly another shard's message, read-only) to `sess` at `qos` with the
  * retain flag `retain` and v5 subscription identifier `sub_id` (0 = none; PUBOUT_SUB_ID_MULTI =

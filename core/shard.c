@@ -693,10 +693,11 @@ static void *shard_thread(void *arg)
                  (unsigned long long)s->stats.dropped_queue,
                  (unsigned long long)s->stats.dropped_expired,
                  (unsigned long long)s->stats.dropped_too_large);
-        LOG_INFO("shard", "stopped_log log_full=%llu backlog_holds=%llu log_writes=%llu "
-                 "log_bytes=%llu",
+        LOG_INFO("shard", "stopped_log log_full=%llu backlog_holds=%llu ack_holds=%llu "
+                 "log_writes=%llu log_bytes=%llu",
                  (unsigned long long)s->stats.log_full,
-                 (unsigned long long)s->stats.backlog_holds, (unsigned long long)s->log.writes,
+                 (unsigned long long)s->stats.backlog_holds,
+                 (unsigned long long)s->stats.ack_holds, (unsigned long long)s->log.writes,
                  (unsigned long long)s->log.bytes_written);
         if (s->cfg->p2p)
             LOG_INFO("shard", "stopped_p2p delivered=%llu no_target=%llu",

@@ -87,6 +87,8 @@ struct shard_stats {
     uint64_t accept_errors;
     uint64_t log_full;        /* appends refused because the log was too far behind */
     uint64_t backlog_holds;   /* publishers held because a peer shard fell behind */
+    uint64_t ack_holds;       /* PUBLISHes held: past our Receive Maximum while the disk
+                               * holds the answers (core/dispatch.c) */
     uint64_t sessions_behind; /* times a persistent session went from live to reading the log */
 };
 

@@ -560,7 +560,32 @@ bool shared_cursor_wants(struct shard *s, const struct session *c)
     return g != NULL && g->online_count > 0;
 }
 
-/* Keeps `m` (QoS 1/2) for the group until a member comes online. */
+void shared_cursor_floor(struct shard *s, const struct session *c, uint64_t *pos1)
+{
+    const struct shared_group *g = cursor_group(s, c);
+    for (uint32_t i = 0; g != NULL && i < g->backlog_len; i++) {
+        const struct msg *m = g->backlog[(g->backlog_head + i) % g->backlog_cap];
+        if (m->log_off != MSG_NOT_LOGGED && m->origin_shard < s->count)
+            pos1[m->origin_shard] = MIN(pos1[m->origin_shard], m->log_off);
+    }
+}
+
+/* Whether `m` is older than everything `g` keeps from its origin (it lowers the floor). */
+static bool backlog_lowers_floor(const struct shared_group *g, const struct msg *m)
+{
+    if (m->log_off == MSG_NOT_LOGGED)
+        return false;
+    for (uint32_t i = 0; i < g->backlog_len; i++) {
+        const struct msg *k = g->backlog[(g->backlog_head + i) % g->backlog_cap];
+        if (k->origin_shard == m->origin_shard && k->log_off != MSG_NOT_LOGGED &&
+            k->log_off <= m->log_off)
+            return false;
+    }
+    return true;
+}
+
+/* Keeps `m` (QoS 1/2) for the group until a member comes online; the cursor's journal learns
+ * at once when that lowers its floor (shared_cursor_floor). */
 static void backlog_push(struct shard *s, struct shared_group *g, const struct msg *m)
 {
     struct shared *sh = s->shared;
@@ -590,8 +615,11 @@ static void backlog_push(struct shard *s, struct shared_group *g, const struct m
         sh->dropped++;
         return;
     }
+    bool lowers = g->cursor != NULL && g->cursor->journaled && backlog_lowers_floor(g, m);
     g->backlog[(g->backlog_head + g->backlog_len++) % g->backlog_cap] = own;
     sh->backlogged++;
+    if (lowers)
+        (void)persist_journal_cursor(s, g->cursor); /* Counted and logged on failure. */
 }
 
 static void group_pause(struct shard *s, struct shared_group *g)
@@ -679,6 +707,8 @@ static void backlog_flush(struct shard *s, struct shared_group *g)
         g->backlog_len--;
         group_deliver(s, g, m, true);
         msg_release(m);
+        if (g->cursor != NULL)
+            g->cursor->cursor_dirty = true; /* Its floor may rise: journaled on the tick. */
         if (g->pace == PACE_PAUSED && g->backlog_len > 0) {
             /* It went back to the end (a local member is full): first again, keeping order. */
             struct msg *last = g->backlog[(g->backlog_head + g->backlog_len - 1) %

@@ -33,7 +33,11 @@
  *    instead of dropping it; the owner keeps it and stops reading until its next tick;
  *  - deliveries given back while no member is online are kept in memory for the first member
  *    back (at most mqtt.max_queued_messages per group; they are already behind the cursor);
- *    so is everything of a group whose cursor could not be created (out of memory).
+ *    so is everything of a group whose cursor could not be created (out of memory). The
+ *    cursor's journaled positions stay at or below the oldest of them (shared_cursor_floor),
+ *    so a restart reads them from the log again; what followed them is then delivered again
+ *    too (at least once). Deliveries a member holds unacknowledged while online are not
+ *    covered yet: a crash loses those.
  *
  * Order: a publisher's messages reach the owner in order (rings are FIFO) and the owner's notes
  * to a member's home are FIFO too, so with the hash policy each publisher's messages reach one
@@ -112,6 +116,10 @@ void shared_session_end(struct shard *s, struct session *sess);
 
 /* The cursor of a group (core/shared.c) is a session of the owner shard: true for it. */
 bool shared_is_cursor(const struct session *sess);
+/* Lowers `pos1[o]` (one per shard of the process: the QoS 1/2 positions cursor `c` is about to
+ * journal) to the oldest message its group keeps in memory from origin o, so that after a
+ * restart the cursor reads those again (at least once) instead of losing them. */
+void shared_cursor_floor(struct shard *s, const struct session *c, uint64_t *pos1);
 /* Whether cursor `c` should read on from the log now (its group has an online member). */
 bool shared_cursor_wants(struct shard *s, const struct session *c);
 /* After a catch-up answer filled the cursor's queue: gives what it read to the group's online

@@ -64,6 +64,12 @@
 #define OUT_OFF_LOG_OFF 8u
 #define OUT_OFF_END 16u
 
+/* WILL. */
+#define WILL_OFF_RECORD_LEN 0u
+#define WILL_OFF_DELAY 4u
+#define WILL_OFF_DUE 8u
+#define WILL_OFF_RECORD 16u
+
 STATIC_ASSERT(OFF_FORMAT == OFF_KIND + 1 && OFF_CLIENT_ID_LEN == OFF_FORMAT + 1, "header layout");
 STATIC_ASSERT(OFF_RESERVED == OFF_CLIENT_ID_LEN + 2 && OFF_TIME == OFF_RESERVED + 4,
               "header layout");
@@ -101,6 +107,9 @@ STATIC_ASSERT(OUT_OFF_ORIGIN_SHARD == OUT_OFF_RESERVED + 1 &&
 STATIC_ASSERT(OUT_OFF_LOG_OFF == OUT_OFF_RESERVED2 + 2 && OUT_OFF_END == OUT_OFF_LOG_OFF + 8 &&
                   OUT_OFF_END == JOURNAL_OUT_LEN,
               "out layout");
+STATIC_ASSERT(WILL_OFF_DELAY == WILL_OFF_RECORD_LEN + 4 && WILL_OFF_DUE == WILL_OFF_DELAY + 4 &&
+                  WILL_OFF_RECORD == WILL_OFF_DUE + 8 && WILL_OFF_RECORD == JOURNAL_WILL_LEN,
+              "will layout");
 STATIC_ASSERT(JOURNAL_FORMAT != 0 && JOURNAL_FORMAT <= UINT8_MAX, "format fits its byte");
 STATIC_ASSERT(JOURNAL_SUBS_MAX <= UINT16_MAX, "sub_count stays well inside its u32");
 STATIC_ASSERT(JOURNAL_SHARDS_MAX <= UINT16_MAX, "shard_count fits its u16");
@@ -155,6 +164,16 @@ static bool out_is_valid(uint16_t packet_id, uint8_t out_state, uint16_t origin_
            origin_shard < JOURNAL_SHARDS_MAX;
 }
 
+/* True if `p` (`len` bytes) is one complete RECORD_MESSAGE of exactly `len` bytes, or empty. */
+static bool will_record_is_valid(const uint8_t *p, uint32_t len)
+{
+    if (len == 0)
+        return true;
+    struct record_header h;
+    return record_verify(p, len, &h) == RECORD_OK && h.total_len == len &&
+           h.type == RECORD_MESSAGE;
+}
+
 /* Length of the kind's fields of a valid `e`, in 64 bits: a STATE can exceed 32. */
 static uint64_t kind_len(const struct journal_entry *e)
 {
@@ -183,6 +202,9 @@ static uint64_t kind_len(const struct journal_entry *e)
     case JOURNAL_OUT:
         ASSERT(out_is_valid(e->packet_id, e->out_state, e->origin_shard));
         return JOURNAL_OUT_LEN;
+    case JOURNAL_WILL:
+        ASSERT(will_record_is_valid(e->will_record.ptr, e->will_record.len));
+        return JOURNAL_WILL_LEN + (uint64_t)e->will_record.len;
     default:
         ASSERT(!"unknown journal kind");
         return 0;
@@ -265,6 +287,11 @@ static uint8_t *put_kind(const struct journal_entry *e, uint8_t *at)
         store_le16(at + OUT_OFF_ORIGIN_SHARD, e->origin_shard);
         store_le64(at + OUT_OFF_LOG_OFF, e->log_off);
         return at + OUT_OFF_END;
+    case JOURNAL_WILL:
+        store_le32(at + WILL_OFF_RECORD_LEN, e->will_record.len);
+        store_le32(at + WILL_OFF_DELAY, e->will_delay_s);
+        store_le64(at + WILL_OFF_DUE, e->will_due_ns);
+        return put_bytes(at + WILL_OFF_RECORD, e->will_record);
     default:
         ASSERT(!"unknown journal kind");
         return at;
@@ -375,6 +402,20 @@ static bool decode_out(const uint8_t *p, uint32_t len, struct journal_entry *out
     return true;
 }
 
+static bool decode_will(const uint8_t *p, uint32_t len, struct journal_entry *out)
+{
+    if (len < JOURNAL_WILL_LEN)
+        return false;
+    uint32_t record_len = load_le32(p + WILL_OFF_RECORD_LEN);
+    if (len - JOURNAL_WILL_LEN != record_len ||
+        !will_record_is_valid(p + WILL_OFF_RECORD, record_len))
+        return false;
+    out->will_delay_s = load_le32(p + WILL_OFF_DELAY);
+    out->will_due_ns = load_le64(p + WILL_OFF_DUE);
+    out->will_record = (struct slice){ p + WILL_OFF_RECORD, record_len };
+    return true;
+}
+
 /* Decodes the kind's fields in `p` (exactly `len` bytes) into *out. */
 static bool decode_kind(uint8_t kind, const uint8_t *p, uint32_t len, struct journal_entry *out)
 {
@@ -389,6 +430,8 @@ static bool decode_kind(uint8_t kind, const uint8_t *p, uint32_t len, struct jou
         return decode_rel(p, len, out);
     case JOURNAL_OUT:
         return decode_out(p, len, out);
+    case JOURNAL_WILL:
+        return decode_will(p, len, out);
     default:
         return false;
     }

@@ -56,6 +56,15 @@
  *     6     2  reserved        0
  *     8     8  log_off         offset of the message in origin_shard's log
  *
+ *   JOURNAL_WILL (JOURNAL_WILL_LEN = 16 bytes, then the message): the will the session holds
+ *   while offline, waiting for its Will Delay Interval; record_len 0 says it holds none any
+ *   more (published, or cancelled by a reconnect).
+ *     0     4  record_len      0, or the length of the record that follows (a multiple of 8)
+ *     4     4  delay_s         the will's Will Delay Interval (for the log line)
+ *     8     8  due_ns          wall time the will is due (any value)
+ *    16     n  record          n = record_len: the will message as one complete
+ *                              RECORD_MESSAGE (store/record.h), its own checksum included
+ *
  * The format is strict: a body's length must equal exactly what its fields add up to, and
  * reserved fields and padding must be zero. So every byte of a valid body is determined by its
  * fields, and re-encoding a decoded entry reproduces the body byte for byte. A change to the
@@ -83,6 +92,7 @@
 #define JOURNAL_POS_LEN 16u    /* one shard's (pos0, pos1) */
 #define JOURNAL_REL_LEN 4u
 #define JOURNAL_OUT_LEN 16u
+#define JOURNAL_WILL_LEN 16u   /* before the record */
 
 enum journal_kind {
     JOURNAL_STATE = 1,  /* the complete configuration; replaces any earlier STATE of the client */
@@ -90,6 +100,7 @@ enum journal_kind {
     JOURNAL_END = 3,    /* the session ended */
     JOURNAL_REL = 4,    /* an inbound QoS 2 packet id was released (PUBREL) */
     JOURNAL_OUT = 5,    /* outbound QoS 2 delivery state */
+    JOURNAL_WILL = 6,   /* the will held while offline, or none */
 };
 
 enum journal_out_state {
@@ -128,6 +139,9 @@ struct journal_entry {
     uint16_t packet_id;
     /* OUT */
     uint8_t out_state; uint16_t origin_shard; uint64_t log_off; /* out_state: journal_out_state */
+    /* WILL */
+    uint32_t will_delay_s; uint64_t will_due_ns;
+    struct slice will_record;          /* a complete RECORD_MESSAGE, or empty: no will */
 };
 
 /* True if `options` is a subscription options byte MQTT allows: QoS (bits 0-1) and retain
@@ -154,7 +168,8 @@ uint32_t journal_encode(const struct journal_entry *e, uint8_t *out);
  * kind or format, lengths that do not add up (exactly: trailing bytes are an error too),
  * sub_count above JOURNAL_SUBS_MAX, shard_count of 0 or above JOURNAL_SHARDS_MAX, a filter_len
  * of 0, a field out of its range in the table above (mqtt_version, options, sub_id, packet_id
- * 0, out state, origin_shard), or nonzero reserved bytes or padding. Never reads outside
+ * 0, out state, origin_shard), a WILL whose record does not verify as one RECORD_MESSAGE of
+ * exactly record_len bytes, or nonzero reserved bytes or padding. Never reads outside
  * `body`. On success fills every field of *out (those of other kinds zero); its slices borrow
  * from `body`, and subs/pos are NULL (use journal_sub_next/journal_pos_at). On failure *out
  * is untouched. */

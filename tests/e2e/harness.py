@@ -702,3 +702,19 @@ def per_shard_count(cases, namespace):
         name = "%sShards%d" % (cases.__name__, count)
         namespace[name] = type(name, (cases, BrokerTestCase),
                                {"shards": count, "__module__": namespace["__name__"]})
+
+
+def home_shards(broker, client_ids):
+    """The shard each client's session lives on, from the connect log lines (awaited: the
+    shards' log rings are drained asynchronously)."""
+    pattern = r"connect client=(\S+) conn=(\d+)/"
+    shards = {}
+    with broker.lines_lock:
+        for line in broker.lines:
+            match = re.search(pattern, line)
+            if match:
+                shards[match.group(1)] = int(match.group(2))
+    while not all(client_id in shards for client_id in client_ids):
+        match = broker.await_log(pattern, timeout=5.0)
+        shards[match.group(1)] = int(match.group(2))
+    return [shards[client_id] for client_id in client_ids]

@@ -14,7 +14,7 @@ import unittest
 
 import harness
 from harness import (CONNACK, CONNECT, DISCONNECT, PUBACK, PUBLISH, SUBACK, RawClient,
-                     decode_varint, encode_string, encode_varint, packet)
+                     decode_varint, encode_string, encode_varint, packet, publish_packet)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -219,11 +219,11 @@ def paho_props(**values):
 
 
 def stopped_counter(broker, name):
-    """Stops the broker and sums counter `name` over the shards' "stopped" log lines."""
+    """Stops the broker and sums counter `name` over the shards' "stopped*" log lines."""
     broker.stop()
     total = 0
     lines = 0
-    for match in re.finditer(r"stopped .*\b%s=(\d+)" % name, "".join(broker.lines)):
+    for match in re.finditer(r"stopped(?:_\w+)? .*\b%s=(\d+)" % name, "".join(broker.lines)):
         total += int(match.group(1))
         lines += 1
     if lines != broker.shards:
@@ -356,6 +356,39 @@ class FlowCases(Base):
             raw.expect(PUBREC)
         raw.send(publish5("rm/in", b"x", 2, 4))
         raw.expect_disconnect(RECEIVE_MAX_EXCEEDED)
+
+    def test_qos1_past_receive_maximum_waits_for_the_disk(self):
+        # With store.flush = sync a PUBACK waits for the disk: when the fourth of four QoS 1
+        # PUBLISHes in one write is read, three are unanswered. The broker reads it only once
+        # an answer went out (back-pressure: MQTT.js pipelines past the maximum), so all four
+        # are acknowledged and the connection stays.
+        raw = self.raw5()
+        raw.connect5("rm-pub1")
+        for round_ in range(3):
+            raw.send(b"".join(publish5("rm/in1", b"x", 1, 4 * round_ + n) for n in range(1, 5)))
+            mids = [struct.unpack(">H", raw.expect(PUBACK)[1][:2])[0] for _ in range(4)]
+            self.assertEqual(mids, [4 * round_ + n for n in range(1, 5)])
+        self.assertGreater(stopped_counter(self.broker, "ack_holds"), 0, "nothing was held")
+
+    def test_client_within_receive_maximum_keeps_going(self):
+        # Three unanswered (QoS 1 and 2 together) at a time, over and over: never too many.
+        raw = self.raw5()
+        raw.connect5("rm-ok")
+        for round_ in range(5):
+            base = round_ * 3
+            raw.send(publish5("rm/ok", b"a", 1, base + 1) + publish5("rm/ok", b"b", 1, base + 2) +
+                     publish5("rm/ok", b"c", 2, base + 3))
+            kinds = sorted(raw.next_packet()[0] for _ in range(3))
+            self.assertEqual(kinds, [PUBACK, PUBACK, PUBREC])
+            raw.send(ack5(PUBREL, base + 3))
+            raw.expect(PUBCOMP)
+
+    def test_v311_client_has_no_receive_maximum_for_qos1(self):
+        raw = self.raw(version=4)
+        raw.connect("rm-v3")
+        raw.send(b"".join(publish_packet("rm/v3", b"x", 1, mid) for mid in range(1, 11)))
+        for _ in range(10):
+            raw.expect(PUBACK)
 
     def test_message_over_client_maximum_packet_size_dropped_and_counted(self):
         raw = self.raw5()

@@ -1,7 +1,8 @@
 """MQTT 5 lifetimes end to end: Message Expiry Interval (offline sessions, retained messages,
 the decremented interval on forwarding, restarts), Session Expiry Interval (expiry, the
 mqtt.session_expiry_max cap and its CONNACK property, DISCONNECT rules, kill -9) and the Will
-Delay Interval (sent after the delay, cancelled by a reconnect, sent at the session's end).
+Delay Interval (sent after the delay, cancelled by a reconnect, sent at the session's end, a
+held will kept across a restart and a kill -9).
 
 Waiting for an interval to pass is the one thing these tests cannot await as an event: they
 wait a little longer than the interval (EXPIRY_WAIT_S) and then assert on what arrives, never on
@@ -16,7 +17,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from harness import (CONNACK, DISCONNECT, EVENT_TIMEOUT_S, Broker, BrokerTestCase, Client,
-                     encode_varint, get_event, is_mosquitto, packet, per_shard_count)
+                     encode_varint, get_event, home_shards, is_mosquitto, packet,
+                     per_shard_count)
 
 DISCONNECT_WITH_WILL = 0x04
 PROTOCOL_ERROR = 0x82
@@ -354,6 +356,71 @@ class LifetimeCases:
         marker.connect()
         marker.publish("wn/marker", b"m", qos=1)
         self.assertEqual(watcher.messages_until("wn/marker"), [])
+
+    # --- Held wills across restarts (JOURNAL_WILL) -------------------------------------------
+
+    def make_home_log_durable(self, client_id):
+        """Waits until everything the home shard of client_id logged so far is durable: a
+        QoS 1 PUBACK from a client on the same shard (its record comes later in that log)."""
+        home = home_shards(self.broker, [client_id])[0]
+        for i in range(64):
+            flusher_id = "%s-flush-%d" % (client_id, i)
+            flusher = self.v5(flusher_id)
+            flusher.connect()
+            if home_shards(self.broker, [flusher_id])[0] == home:
+                flusher.publish("flush/t", b"f", qos=1)
+                flusher.disconnect()
+                return
+            flusher.disconnect()
+        self.fail("no flusher client id landed on shard %d" % home)
+
+    def assert_no_will_restored(self, client_id):
+        """After a start: the session of client_id comes back without a will."""
+        probe = self.v5(client_id, clean=False, session_expiry=600)
+        self.assertEqual(probe.connect()[0], 1, "the session was not restored")
+        # The shard adopts its sessions (and logs will_restored) before it serves a CONNECT.
+        self.broker.await_log(r"session: connect client=%s " % client_id)
+        self.assertNotIn("will_restored client=%s " % client_id, self.broker.log_since_start())
+        probe.disconnect()
+
+    def test_held_will_survives_kill_9_and_goes_out_once(self):
+        watcher = self.v5("wk-watch", clean=False, session_expiry=600)
+        watcher.connect()
+        watcher.subscribe("wk/will", 1)
+        watcher.disconnect()
+        leaver = self.v5("wk-leaver", clean=False, session_expiry=600,
+                         will=("wk/will", b"held", 1, False), will_delay=2)
+        leaver.connect()
+        leaver.disconnect(reason_code=DISCONNECT_WITH_WILL)
+        self.broker.await_log(r"will_held client=wk-leaver delay_s=2")
+        self.make_home_log_durable("wk-leaver")
+        self.broker.crash()
+        self.broker.start()
+        self.broker.await_log(r"will_restored client=wk-leaver delay_s=2")
+        watcher = self.v5("wk-watch", clean=False, session_expiry=600)
+        self.assertEqual(watcher.connect()[0], 1)
+        message = watcher.expect_message(timeout=LOG_TIMEOUT_S)
+        self.assertEqual((message.topic, message.payload), ("wk/will", b"held"))
+        watcher.disconnect()
+        # Published, it is journaled as gone: the next start does not hold it again.
+        self.broker.restart()
+        self.assert_no_will_restored("wk-leaver")
+
+    def test_held_will_survives_a_clean_restart_and_a_reconnect_cancels_it(self):
+        leaver = self.v5("wr-leaver", clean=False, session_expiry=600,
+                         will=("wr/will", b"held", 1, False), will_delay=3600)
+        leaver.connect()
+        leaver.disconnect(reason_code=DISCONNECT_WITH_WILL)
+        self.broker.await_log(r"will_held client=wr-leaver delay_s=3600")
+        self.broker.restart()
+        match = self.broker.await_log(r"will_restored client=wr-leaver delay_s=3600 "
+                                      r"due_in_ms=(\d+)")
+        self.assertGreater(int(match.group(1)), 3000 * 1000, "the delay restarted or vanished")
+        again = self.v5("wr-leaver", clean=False, session_expiry=600)
+        self.assertEqual(again.connect()[0], 1)
+        again.disconnect()
+        self.broker.restart()
+        self.assert_no_will_restored("wr-leaver")
 
 
 if not is_mosquitto():

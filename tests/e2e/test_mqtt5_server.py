@@ -14,14 +14,13 @@
 - GroupID@@@DeviceID client ids (mqtt.client_id_format = group_device).
 """
 import queue
-import re
 import struct
 import unittest
 
 import paho.mqtt.client as mqtt
 
 from harness import (CONNACK, DISCONNECT, HOST, PUBLISH, SUBACK, encode_string, encode_varint,
-                     get_event, is_mosquitto, packet, per_shard_count)
+                     get_event, home_shards, is_mosquitto, packet, per_shard_count)
 
 PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, UNSUBACK = 6, 7, 8, 10, 11
 
@@ -353,22 +352,6 @@ class PermanentRedirectCases:
 
 # -------------------------------------------------------------------------------------------
 # 10. IoT conventions
-
-def home_shards(broker, client_ids):
-    """The shard each client's session lives on, from the connect log lines (awaited: the
-    shards' log rings are drained asynchronously)."""
-    pattern = r"connect client=(\S+) conn=(\d+)/"
-    shards = {}
-    with broker.lines_lock:
-        for line in broker.lines:
-            match = re.search(pattern, line)
-            if match:
-                shards[match.group(1)] = int(match.group(2))
-    while not all(client_id in shards for client_id in client_ids):
-        match = broker.await_log(pattern, timeout=5.0)
-        shards[match.group(1)] = int(match.group(2))
-    return [shards[client_id] for client_id in client_ids]
-
 
 class P2PCases:
     broker_options = {"mqtt.p2p": "on"}

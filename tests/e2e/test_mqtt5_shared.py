@@ -239,6 +239,32 @@ class SharedCases:
     def test_unacked_messages_of_a_disconnected_persistent_member_go_to_another(self):
         self.unacked_go_to_another_member(clean=False, version=4)
 
+    def test_unacked_messages_of_the_last_member_survive_a_restart(self):
+        # The only member holds messages unacknowledged and goes away: they go back to the
+        # group, which keeps them for the first member back. A restart must not lose them
+        # (the cursor journals its positions no later than they are).
+        group = "$share/rs/t"
+        raw = self.raw_member("rs-silent", group, clean=False, version=5)
+        await_group(self.broker, group, 1)
+        publisher = self.connected(client_id="rs-pub", version=5)
+        count = 100
+        publish_many(publisher, "t", [b"%d" % n for n in range(count)])
+        held = 0
+        while held < 32:  # its window: mqtt.max_inflight
+            kind, _, _ = raw.recv_packet()
+            self.assertEqual(kind, PUBLISH)
+            held += 1
+        raw.close()  # no PUBACK, no DISCONNECT
+        await_group(self.broker, group, 0)
+        publisher.stop()
+        self.broker.restart()
+        back = self.client(client_id="rs-silent", version=5, clean=False, session_expiry=300)
+        self.assertEqual(back.connect()[0], 1)
+        seen = set()
+        while len(seen) < count:  # at least once: some may come twice
+            seen.add(int(back.expect_message(timeout=30).payload))
+        self.assertEqual(seen, set(range(count)))
+
     def test_offline_group_keeps_messages_for_the_first_member_back(self):
         self.offline_group_reads_the_log(crash=False)
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/le.h"
 #include "store/journal.h"
 #include "store/record.h"
 
@@ -156,6 +157,11 @@ static void assert_entry_eq(const struct journal_entry *want, const struct journ
         cr_assert_eq(got->origin_shard, want->origin_shard);
         cr_assert_eq(got->log_off, want->log_off);
         break;
+    case JOURNAL_WILL:
+        cr_assert_eq(got->will_delay_s, want->will_delay_s);
+        cr_assert_eq(got->will_due_ns, want->will_due_ns);
+        cr_assert(slice_eq(got->will_record, want->will_record));
+        break;
     default:
         break;
     }
@@ -167,6 +173,8 @@ static void assert_entry_eq(const struct journal_entry *want, const struct journ
         cr_assert(got->shard_count == 0 && got->pos_raw.len == 0);
     if (want->kind != JOURNAL_REL && want->kind != JOURNAL_OUT)
         cr_assert_eq(got->packet_id, 0);
+    if (want->kind != JOURNAL_WILL)
+        cr_assert(got->will_record.len == 0 && got->will_delay_s == 0 && got->will_due_ns == 0);
 }
 
 /* Encodes, decodes from an exact-size buffer and compares; returns the body length. */
@@ -282,6 +290,28 @@ static struct journal_entry out_entry(void)
         .out_state = JOURNAL_OUT_COMPLETED,
         .origin_shard = JOURNAL_SHARDS_MAX - 1,
         .log_off = UINT64_MAX - 1,
+    };
+}
+
+/* A will message as a complete RECORD_MESSAGE (static storage: entries borrow it). */
+static struct slice will_record(void)
+{
+    static uint8_t rec[256] __attribute__((aligned(8)));
+    struct record_message m = {
+        .timestamp_ns = 123, .qos = 1, .retain = true, .topic = slice_from_cstr("dev/1/status"),
+        .client_id = slice_from_cstr("dev-1"), .payload = slice_from_cstr("offline"),
+    };
+    uint32_t len = record_message_len(&m);
+    cr_assert_leq(len, sizeof(rec));
+    cr_assert_eq(record_encode_message(&m, rec), len);
+    return (struct slice){ rec, len };
+}
+
+static struct journal_entry will_entry(void)
+{
+    return (struct journal_entry){
+        .kind = JOURNAL_WILL, .time_ns = 11, .client_id = slice_from_cstr("dev-1"),
+        .will_delay_s = 30, .will_due_ns = UINT64_MAX, .will_record = will_record(),
     };
 }
 
@@ -536,6 +566,7 @@ Test(journal, empty_and_max_client_id_round_trip_for_every_kind)
     struct journal_pos *pos = positions_make(3);
     struct journal_entry kinds[] = {
         state_entry(&f), cursor_entry(pos, 3), end_entry(), rel_entry(), out_entry(),
+        will_entry(),
     };
     uint32_t id_lens[] = { 0, 1, UINT16_MAX };
     for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
@@ -557,6 +588,7 @@ Test(journal, round_trips_through_a_session_record)
     struct journal_pos *pos = positions_make(8);
     struct journal_entry kinds[] = {
         state_entry(&f), cursor_entry(pos, 8), end_entry(), rel_entry(), out_entry(),
+        will_entry(),
     };
     for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
         uint32_t body_len = 0;
@@ -587,14 +619,15 @@ Test(journal, round_trips_through_a_session_record)
 /* Small valid bodies of every kind, for the exhaustive tests. */
 static uint8_t *sample_bodies(uint32_t *lens, size_t count, uint32_t sub_count)
 {
-    cr_assert_eq(count, 5);
+    cr_assert_eq(count, 6);
     struct subs_fixture f = subs_make(sub_count);
     struct journal_pos *pos = positions_make(3);
     struct journal_entry kinds[] = {
         state_entry(&f), cursor_entry(pos, 3), end_entry(), rel_entry(), out_entry(),
+        will_entry(),
     };
-    /* One allocation holding all five bodies back to back; lens[k] gives each length. */
-    uint8_t *bodies[5];
+    /* One allocation holding all six bodies back to back; lens[k] gives each length. */
+    uint8_t *bodies[6];
     uint32_t total = 0;
     for (size_t k = 0; k < count; k++) {
         bodies[k] = encode_new(&kinds[k], &lens[k]);
@@ -615,10 +648,10 @@ static uint8_t *sample_bodies(uint32_t *lens, size_t count, uint32_t sub_count)
 
 Test(journal, every_truncation_is_rejected)
 {
-    uint32_t lens[5];
-    uint8_t *all = sample_bodies(lens, 5, 30);
+    uint32_t lens[6];
+    uint8_t *all = sample_bodies(lens, 6, 30);
     const uint8_t *body = all;
-    for (size_t k = 0; k < 5; body += lens[k], k++) {
+    for (size_t k = 0; k < 6; body += lens[k], k++) {
         for (uint32_t n = 0; n < lens[k]; n++) {
             struct journal_entry got;
             cr_assert_eq(decode_exact(body, n, &got), -EBADMSG, "kind %zu truncated to %u", k + 1,
@@ -632,10 +665,10 @@ Test(journal, every_truncation_is_rejected)
 
 Test(journal, trailing_junk_is_rejected)
 {
-    uint32_t lens[5];
-    uint8_t *all = sample_bodies(lens, 5, 9);
+    uint32_t lens[6];
+    uint8_t *all = sample_bodies(lens, 6, 9);
     const uint8_t *body = all;
-    for (size_t k = 0; k < 5; body += lens[k], k++) {
+    for (size_t k = 0; k < 6; body += lens[k], k++) {
         for (uint32_t extra = 1; extra <= 20; extra++) {
             for (int fill = 0; fill < 2; fill++) {
                 uint8_t *p = malloc(lens[k] + extra);
@@ -658,12 +691,12 @@ Test(journal, trailing_junk_is_rejected)
  * subscription's header and padding, under ASan with exact-size buffers. */
 Test(journal, every_byte_value_is_rejected_or_consistent)
 {
-    uint32_t lens[5];
-    uint8_t *all = sample_bodies(lens, 5, 6);
+    uint32_t lens[6];
+    uint8_t *all = sample_bodies(lens, 6, 6);
     const uint8_t *body = all;
     uint32_t accepted = 0;
     uint32_t rejected = 0;
-    for (size_t k = 0; k < 5; body += lens[k], k++) {
+    for (size_t k = 0; k < 6; body += lens[k], k++) {
         uint8_t *p = copy_exact(body, lens[k]);
         for (uint32_t i = 0; i < lens[k]; i++) {
             for (unsigned v = 0; v < 256; v++) {
@@ -704,7 +737,7 @@ Test(journal, unknown_kind_or_format_is_rejected)
     uint32_t len = 0;
     uint8_t *p = encode_new(&e, &len);
     struct journal_entry got;
-    uint8_t kinds[] = { 0, 6, 7, 0x80, 0xFF };
+    uint8_t kinds[] = { 0, 7, 8, 0x80, 0xFF };
     for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
         p[0] = kinds[k];
         cr_assert_eq(decode_exact(p, len, &got), -EBADMSG);
@@ -933,7 +966,7 @@ Test(journal, encoding_an_empty_filter_aborts, .signal = SIGABRT)
 
 Test(journal, encoding_an_unknown_kind_aborts, .signal = SIGABRT)
 {
-    struct journal_entry e = { .kind = 6 };
+    struct journal_entry e = { .kind = 7 };
     (void)journal_body_len(&e); /* aborts */
 }
 
@@ -946,4 +979,45 @@ Test(journal, pos_at_past_the_end_aborts, .signal = SIGABRT)
     struct journal_entry got;
     cr_assert_eq(journal_decode((struct slice){ p, len }, &got), 0);
     (void)journal_pos_at(&got, 1); /* aborts */
+}
+
+Test(journal, will_layout_and_no_will)
+{
+    struct journal_entry e = will_entry();
+    uint32_t len = 0;
+    uint8_t *p = encode_new(&e, &len);
+    uint32_t at = JOURNAL_HEADER_LEN + 5;
+    cr_assert_eq(len, at + JOURNAL_WILL_LEN + e.will_record.len);
+    cr_assert_eq(load_le32(p + at), e.will_record.len);
+    cr_assert_eq(load_le32(p + at + 4), 30);
+    cr_assert_eq(load_le64(p + at + 8), UINT64_MAX);
+    cr_assert_eq(memcmp(p + at + 16, e.will_record.ptr, e.will_record.len), 0);
+    free(p);
+    e.will_record = (struct slice){ NULL, 0 };
+    e.will_delay_s = 0;
+    e.will_due_ns = 0;
+    cr_assert_eq(round_trip(&e), JOURNAL_HEADER_LEN + 5 + JOURNAL_WILL_LEN);
+}
+
+Test(journal, will_whose_record_is_not_one_message_is_rejected)
+{
+    struct journal_entry e = will_entry();
+    uint32_t len = 0;
+    uint8_t *p = encode_new(&e, &len);
+    uint32_t rec = JOURNAL_HEADER_LEN + 5 + JOURNAL_WILL_LEN;
+    struct journal_entry got;
+    /* A session record in its place: verifies, but is not a message. */
+    uint8_t typed[RECORD_HEADER_LEN + 8] __attribute__((aligned(8)));
+    uint32_t typed_len = record_encode_typed(RECORD_SESSION, slice_from_cstr("x"), 0, typed);
+    uint8_t *q = malloc(rec + typed_len);
+    cr_assert_not_null(q);
+    memcpy(q, p, rec);
+    memcpy(q + rec, typed, typed_len);
+    store_le32(q + JOURNAL_HEADER_LEN + 5, typed_len);
+    cr_assert_eq(decode_exact(q, rec + typed_len, &got), -EBADMSG);
+    free(q);
+    /* record_len claiming less or more than the record. */
+    store_le32(p + JOURNAL_HEADER_LEN + 5, e.will_record.len - 8);
+    cr_assert_eq(decode_exact(p, len - 8, &got), -EBADMSG);
+    free(p);
 }
