@@ -627,21 +627,47 @@ static void rewrite_retained(void *ctx, struct slice topic, void *value)
         rc->ok = false;
 }
 
-/* Writes a snapshot: sessions and own retained messages again (see the header). */
+/* Starts a snapshot (see the header): persist_step writes the sessions, then the retained
+ * messages this shard published. */
 static void start_snapshot(struct shard *s)
 {
     struct persist *p = &s->persist;
-    uint64_t from = s->log.append_off;
-    struct rewrite_ctx ctx = { s, session_journal_all(s) };
-    if (ctx.ok)
-        retain_walk_all(s->retained, rewrite_retained, &ctx);
+    p->snapshot_running = true;
+    p->snapshot_from = s->log.append_off;
+    p->snapshot_bucket = 0;
+    p->snapshot_mask = session_table_mask(s->sessions);
+    p->snapshot_steps = 0;
+}
+
+/* A step of the running snapshot. Returns true while it runs on. */
+static bool snapshot_step(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    if (!commitlog_has_room(&s->log))
+        return true; /* The disk is behind: the next iteration. */
+    p->snapshot_steps++;
+    int rc = session_journal_step(s, &p->snapshot_bucket, p->snapshot_mask,
+                                  PERSIST_SNAPSHOT_STEP);
+    if (rc == -EAGAIN) { /* The table grew: sessions moved between buckets. */
+        start_snapshot(s);
+        return true;
+    }
+    if (rc <= 0)
+        return true; /* More, or refused: that bucket again on the next step. */
+    struct rewrite_ctx ctx = { s, true };
+    retain_walk_all(s->retained, rewrite_retained, &ctx);
+    p->snapshot_running = false;
     if (!ctx.ok) {
         LOG_WARN("persist", "snapshot_deferred shard=%u reason=log_full", s->id);
-        return;
+        return false; /* apply_retention starts another. */
     }
     p->snapshot_pending = true;
-    p->snapshot_pending_off = from;
+    p->snapshot_pending_off = p->snapshot_from;
     p->snapshot_end = s->log.append_off;
+    LOG_INFO("persist", "snapshot shard=%u from=%llu bytes=%llu steps=%u", s->id,
+             (unsigned long long)p->snapshot_from,
+             (unsigned long long)(p->snapshot_end - p->snapshot_from), p->snapshot_steps);
+    return false;
 }
 
 static void apply_retention(struct shard *s)
@@ -651,7 +677,7 @@ static void apply_retention(struct shard *s)
         p->snapshot_pending = false;
         p->snapshot_off = p->snapshot_pending_off;
     }
-    if (!p->snapshot_pending &&
+    if (!p->snapshot_pending && !p->snapshot_running &&
         s->log.append_off - MAX(p->snapshot_off, p->gc_off) > s->log.segment_bytes)
         start_snapshot(s);
     if (s->log.old_fd >= 0)
@@ -686,7 +712,8 @@ void persist_tick(struct shard *s)
     if (s->now_ms >= p->next_retention_ms) {
         apply_retention(s);
         /* A snapshot in flight completes within a few writes: look again soon. */
-        p->next_retention_ms = s->now_ms + (p->snapshot_pending ? 250u : RETENTION_INTERVAL_MS);
+        p->next_retention_ms = s->now_ms + (p->snapshot_pending || p->snapshot_running
+                                                ? 250u : RETENTION_INTERVAL_MS);
     }
     if (s->now_ms >= p->next_cursor_ms) {
         p->next_cursor_ms = s->now_ms + PERSIST_CURSOR_MS;
@@ -706,8 +733,9 @@ uint32_t persist_step(struct shard *s)
 {
     if (s->persist.index == NULL)
         return 0;
+    bool snapshot = s->persist.snapshot_running && !s->stopping && snapshot_step(s);
     int rc = consumeq_compact_step(s->persist.index);
     if (rc < 0)
         LOG_WARN("persist", "index_compaction_failed shard=%u err=%d", s->id, rc);
-    return rc > 0;
+    return rc > 0 || snapshot;
 }

@@ -42,9 +42,13 @@
  *
  * Retention (store/retention.h). Whole segments go, oldest first, by store.retention.bytes
  * and .hours. Before a segment goes, what a restart needs from it is written again: once per
- * segment of log growth every persistent session's STATE, CURSOR and QoS 2 window, and every
- * retained message this shard published, are appended anew (a snapshot), and segments are
- * deleted only below the start of the newest snapshot that is durable. The index's GC watermark follows.
+ * segment of log growth every persistent session's STATE, CURSOR, QoS 2 window and held will,
+ * and every retained message this shard published, are appended anew (a snapshot), and
+ * segments are deleted only below the start of the newest snapshot that is durable. The
+ * sessions are written in steps of PERSIST_SNAPSHOT_STEP from the loop (persist_step), while
+ * the log has room, so millions of sessions neither stall the shard nor need one batch of
+ * their size; a session that changes meanwhile journals the change after the snapshot's
+ * start anyway. The index's GC watermark follows.
  * Pending inbound QoS 2 ids older than a snapshot are not carried over (documented).
  *
  * Catch-up of sessions from the index and the log: core/catchup.h.
@@ -62,6 +66,8 @@ struct logread;
 
 #define PERSIST_CURSOR_MS 200u             /* a dirty session's positions are journaled this often */
 #define PERSIST_INDEX_FLUSH_MS 1000u       /* the index's write buffer goes to disk this often */
+#define PERSIST_SNAPSHOT_STEP 512u         /* sessions a snapshot writes per loop iteration (at
+                                            * ~600 B each, ~300 KiB: well inside the log's room) */
 
 #define PERSIST_MARKS 1024u               /* (time, log offset) marks kept per shard */
 
@@ -154,6 +160,11 @@ struct persist {
     uint64_t snapshot_pending_off;
     uint64_t snapshot_end;
     bool snapshot_pending;
+    bool snapshot_running;            /* sessions being written (persist_step) */
+    uint64_t snapshot_from;           /* where the running one started */
+    uint32_t snapshot_bucket;         /* its next session table bucket */
+    uint32_t snapshot_mask;           /* the table's mask when it started */
+    uint32_t snapshot_steps;          /* steps it took so far (logged) */
     uint64_t next_retention_ms;
     uint8_t *read_buf;                /* record reads */
     uint32_t read_cap;
@@ -176,7 +187,8 @@ void persist_on_visible(struct shard *s);
  * merge of its runs when one is due. */
 void persist_tick(struct shard *s);
 /* Once per loop iteration: a bounded step (CONSUMEQ_MERGE_STEP_ITEMS items) of the index
- * merge in progress. Returns 1 while one is in progress, else 0. */
+ * merge in progress and one of the snapshot being written (PERSIST_SNAPSHOT_STEP sessions).
+ * Returns 1 while either is in progress, else 0. */
 uint32_t persist_step(struct shard *s);
 
 /* Registry: `delta` holders for `filter` (a valid filter; one without wildcards needs no

@@ -1155,18 +1155,34 @@ static bool journal_window(struct shard *s, struct session *sess)
     return true;
 }
 
-bool session_journal_all(struct shard *s)
+static bool journal_session_again(struct shard *s, struct session *e)
+{
+    return persist_journal_state(s, e) != 0 && persist_journal_cursor(s, e) != 0 &&
+           journal_window(s, e) &&
+           (e->cold == NULL || !e->cold->will_journaled || persist_journal_will(s, e) != 0);
+}
+
+uint32_t session_table_mask(const struct session_table *t)
+{
+    return t->mask;
+}
+
+int session_journal_step(struct shard *s, uint32_t *bucket, uint32_t mask, uint32_t max)
 {
     struct session_table *t = s->sessions;
-    for (uint32_t i = 0; i <= t->mask; i++)
-        for (struct session *e = t->buckets[i]; e != NULL; e = e->hash_next)
-            if (e->journaled &&
-                (persist_journal_state(s, e) == 0 || persist_journal_cursor(s, e) == 0 ||
-                 !journal_window(s, e) ||
-                 (e->cold != NULL && e->cold->will_journaled &&
-                  persist_journal_will(s, e) == 0)))
-                return false;
-    return true;
+    if (t->mask != mask)
+        return -EAGAIN;
+    uint32_t written = 0;
+    for (; *bucket <= t->mask && written < max; (*bucket)++) {
+        for (struct session *e = t->buckets[*bucket]; e != NULL; e = e->hash_next) {
+            if (!e->journaled)
+                continue;
+            if (!journal_session_again(s, e))
+                return -ENOBUFS;
+            written++;
+        }
+    }
+    return *bucket > t->mask ? 1 : 0;
 }
 
 /* Restores the subscriptions of a decoded STATE. */

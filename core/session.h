@@ -249,10 +249,15 @@ void session_catchup_poll(struct shard *s, struct session *sess);
 
 /* Journals the positions of every persistent session whose positions moved. */
 void session_journal_cursors(struct shard *s);
-/* Journals STATE, CURSOR and the outbound QoS 2 window of every persistent session again (a
- * snapshot, so retention may delete the segments that held their older records). Returns
- * false if the log refused one. */
-bool session_journal_all(struct shard *s);
+/* One step of a snapshot (core/persist.h): journals STATE, CURSOR, the outbound QoS 2 window
+ * and the held will of the journaled sessions again, whole buckets of the session table from
+ * *bucket on, until at least `max` sessions were written; advances *bucket past them. Returns
+ * 1 once the table is covered, 0 when more remains, -EAGAIN when the table's size is no longer
+ * `mask` (it grew: sessions moved between buckets, so the pass must start over), -ENOBUFS
+ * when the log refused a record (the bucket is written again on the next step). */
+int session_journal_step(struct shard *s, uint32_t *bucket, uint32_t mask, uint32_t max);
+/* The session table's bucket mask (a snapshot's pass remembers it). */
+uint32_t session_table_mask(const struct session_table *t);
 
 struct recovery_session;
 /* Shard setup: rebuilds the persistent session recovery found (offline, reading the log from

@@ -14,8 +14,9 @@ import paho.mqtt.client as mqtt
 
 import struct
 
-from harness import (PUBLISH, SUBACK, BrokerTestCase, Client, is_mosquitto, packet,
-                     parse_publish, per_shard_count, subscribe_packet)
+from harness import (CONNACK, PUBLISH, SUBACK, BrokerTestCase, Client, RawClient,
+                     connect_packet, is_mosquitto, packet, parse_publish, per_shard_count,
+                     subscribe_packet)
 
 PUBREC, PUBREL, PUBCOMP = 5, 6, 7
 
@@ -286,6 +287,43 @@ class RetentionCases:
         check.subscribe("ret-state/#", 1)
         message = check.expect_message()
         self.assertEqual(message.payload, b"kept across retention")
+
+    def test_sessions_survive_retention_through_snapshots_written_in_steps(self):
+        # More sessions per shard than one snapshot step writes (PERSIST_SNAPSHOT_STEP, 512,
+        # at 1 and 2 shards). Their journal records (4 KiB a write) fill many 1 MiB segments;
+        # retention deletes the oldest, which held their first STATE.
+        count = 1300
+        for i in range(count):
+            raw = RawClient(self.broker, 4)
+            raw.send(connect_packet("many-%d" % i, clean=False) +
+                     subscribe_packet(1, [("many/%d/+" % i, 1)]))
+            raw.expect(CONNACK)
+            raw.expect(SUBACK)
+            raw.close()
+        # 3 MB more on the publisher's shard: a snapshot starts once all sessions exist.
+        pub = self.connected(client_id="many-pub", version=4)
+        pub.paho.max_inflight_messages_set(16)
+        infos = [pub.paho.publish("many/x/y", b"x" * 10000, 1) for _ in range(300)]
+        for info in infos:
+            info.wait_for_publish(60)
+            self.assertTrue(info.is_published())
+        pub.stop()
+        if self.shards <= 2:  # 600 sessions or more per shard: more than one step
+            self.broker.await_log(r"persist: snapshot shard=\d+ .* steps=[2-9]", timeout=60)
+        deleted = r"retention shard=\d+ deleted_segments=[1-9]"
+        if not re.search(deleted, self.broker.log_since_start()):
+            self.broker.await_log(deleted, timeout=60)
+        self.broker.crash()
+        self.broker.start()
+        restored = 0
+        for _ in range(self.shards):
+            match = self.broker.await_log(r"sessions_restored shard=\d+ count=(\d+)")
+            restored += int(match.group(1))
+        self.assertEqual(restored, count)
+        sample = RawClient(self.broker, 4)
+        self.addCleanup(sample.close)
+        present, rc = sample.connect("many-%d" % (count - 1), clean=False)
+        self.assertEqual((present, rc), (1, 0))
 
 
 class TailCacheCases:
