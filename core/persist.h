@@ -66,8 +66,9 @@ struct logread;
 
 #define PERSIST_CURSOR_MS 200u             /* a dirty session's positions are journaled this often */
 #define PERSIST_INDEX_FLUSH_MS 1000u       /* the index's write buffer goes to disk this often */
-#define PERSIST_SNAPSHOT_STEP 512u         /* sessions a snapshot writes per loop iteration (at
-                                            * ~600 B each, ~300 KiB: well inside the log's room) */
+#define PERSIST_SNAPSHOT_STEP 512u         /* sessions a snapshot visits per loop iteration
+                                            * (writing ~600 B for each persistent one, ~300 KiB:
+                                            * well inside the log's room) */
 
 #define PERSIST_MARKS 1024u               /* (time, log offset) marks kept per shard */
 

@@ -1172,15 +1172,11 @@ int session_journal_step(struct shard *s, uint32_t *bucket, uint32_t mask, uint3
     struct session_table *t = s->sessions;
     if (t->mask != mask)
         return -EAGAIN;
-    uint32_t written = 0;
-    for (; *bucket <= t->mask && written < max; (*bucket)++) {
-        for (struct session *e = t->buckets[*bucket]; e != NULL; e = e->hash_next) {
-            if (!e->journaled)
-                continue;
-            if (!journal_session_again(s, e))
+    uint32_t visited = 0;
+    for (; *bucket <= t->mask && visited < max; (*bucket)++) {
+        for (struct session *e = t->buckets[*bucket]; e != NULL; e = e->hash_next, visited++)
+            if (e->journaled && !journal_session_again(s, e))
                 return -ENOBUFS;
-            written++;
-        }
     }
     return *bucket > t->mask ? 1 : 0;
 }

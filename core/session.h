@@ -251,7 +251,8 @@ void session_catchup_poll(struct shard *s, struct session *sess);
 void session_journal_cursors(struct shard *s);
 /* One step of a snapshot (core/persist.h): journals STATE, CURSOR, the outbound QoS 2 window
  * and the held will of the journaled sessions again, whole buckets of the session table from
- * *bucket on, until at least `max` sessions were written; advances *bucket past them. Returns
+ * *bucket on, until at least `max` sessions were visited (journaled or not, so a table of
+ * clean sessions is walked in bounded steps too); advances *bucket past them. Returns
  * 1 once the table is covered, 0 when more remains, -EAGAIN when the table's size is no longer
  * `mask` (it grew: sessions moved between buckets, so the pass must start over), -ENOBUFS
  * when the log refused a record (the bucket is written again on the next step). */

@@ -38,6 +38,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 EVENT_TIMEOUT_S = 5.0
+QUIET_S = 0.5          # an absence is asserted by waiting this long for what must not come
 LISTENING_RE = re.compile(r"listening tcp 127\.0\.0\.1:(\d+)")
 
 # keelmq option -> mosquitto config key, for the few options the tests set.
@@ -600,6 +601,14 @@ class RawClient:
         if got != kind:
             raise AssertionError("expected packet type %d, got %d" % (kind, got))
         return flags, body
+
+    def expect_nothing(self, window_s=QUIET_S):
+        """No packet within window_s (an absence can only be waited for)."""
+        try:
+            item = self.recv_packet(window_s)
+        except AssertionError:
+            return
+        raise AssertionError("unexpected packet from the broker: %r" % (item,))
 
     def close(self):
         self.sock.close()

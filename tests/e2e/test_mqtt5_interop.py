@@ -27,8 +27,8 @@ import time
 import unittest
 
 import harness
-from harness import (CONNACK, CONNECT, DISCONNECT, PUBACK, PUBLISH, SUBACK, Client, RawClient,
-                     encode_string, get_event, packet, per_shard_count)
+from harness import (CONNACK, CONNECT, DISCONNECT, PUBACK, PUBLISH, QUIET_S, SUBACK, Client,
+                     RawClient, encode_string, get_event, packet, per_shard_count)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -52,7 +52,6 @@ PACKET_TOO_LARGE = 0x95
 P_SESSION_EXPIRY, P_ASSIGNED_ID, P_SERVER_KEEP_ALIVE, P_WILL_DELAY = 0x11, 0x12, 0x13, 0x18
 
 USER_PROPS = [("a", "2"), ("c", "3")]
-QUIET_S = 0.5          # an absence is asserted by waiting this long for what must not come
 WILL_TIMEOUT_S = 15.0  # a will after a keepalive runs out (1.5 x 5 s) or a delay, with margin
 
 
@@ -109,13 +108,6 @@ class Raw(RawClient):
         topic, payload, qos, mid, retain = harness.parse_publish(flags, body)
         return {"topic": topic, "payload": payload, "qos": qos, "mid": mid, "retain": retain,
                 "dup": bool(flags & 8), "props": []}
-
-    def expect_nothing(self, window_s=QUIET_S):
-        try:
-            item = self.recv_packet(window_s)
-        except AssertionError:
-            return
-        raise AssertionError("unexpected packet from the broker: %r" % (item,))
 
     def expect_closed(self, timeout=harness.EVENT_TIMEOUT_S):
         """The broker ends the connection, with or without a DISCONNECT (v5) first; returns

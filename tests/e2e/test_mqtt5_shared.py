@@ -41,6 +41,18 @@ def await_group(broker, group, online):
     broker.await_log(r"(member|left) group=%s .*online_members=%d\b" % (re.escape(group), online))
 
 
+def join_group(case, group, count, qos=1, versions=(5,), prefix="m"):
+    """`count` connected members of `group` (client ids prefix0, prefix1, ...), awaited."""
+    clients = []
+    for index in range(count):
+        version = versions[index % len(versions)]
+        client = case.connected(client_id="%s%d" % (prefix, index), version=version)
+        case.assertEqual(client.subscribe(group, qos), qos)
+        clients.append(client)
+    await_group(case.broker, group, count)
+    return clients
+
+
 class Inbox:
     """One queue for the messages of several paho clients: (member index, message)."""
 
@@ -85,19 +97,9 @@ def raw_suback(raw, version=5):
 class SharedCases:
     broker_options = {"mqtt.max_queued_messages": "100000"}
 
-    def members(self, group, count, qos=1, versions=(5,), prefix="m"):
-        clients = []
-        for index in range(count):
-            version = versions[index % len(versions)]
-            client = self.connected(client_id="%s%d" % (prefix, index), version=version)
-            self.assertEqual(client.subscribe(group, qos), qos)
-            clients.append(client)
-        await_group(self.broker, group, count)
-        return clients
-
     def test_group_of_three_gets_30000_messages_once(self):
         group = "$share/g/t/#"
-        members = self.members(group, 3, versions=(5, 4))  # 3.1.1 members too
+        members = join_group(self, group, 3, versions=(5, 4))  # 3.1.1 members too
         inbox = Inbox(members)
         publisher = self.connected(client_id="pub", version=5)
         count = 30000
@@ -113,8 +115,8 @@ class SharedCases:
         self.assertLessEqual(max(per_member) - min(per_member), 1, per_member)
 
     def test_two_groups_and_a_plain_subscriber_each_get_every_message(self):
-        g1 = self.members("$share/one/t/+", 2, prefix="a")
-        g2 = self.members("$share/two/t/+", 2, prefix="b")
+        g1 = join_group(self, "$share/one/t/+", 2, prefix="a")
+        g2 = join_group(self, "$share/two/t/+", 2, prefix="b")
         plain = self.connected(client_id="plain", version=5)
         plain.subscribe("t/+", 1)
         one, two, alone = Inbox(g1), Inbox(g2), Inbox([plain])
@@ -192,7 +194,7 @@ class SharedCases:
 
     def test_unsubscribed_member_gets_nothing_more(self):
         group = "$share/u/t"
-        stay, leave = self.members(group, 2)
+        stay, leave = join_group(self, group, 2)
         leave.paho.unsubscribe(group)
         await_group(self.broker, group, 1)
         inbox = Inbox([stay, leave])
@@ -325,12 +327,7 @@ class HashPolicyCases:
 
     def test_each_publisher_stays_on_one_member_in_order(self):
         group = "$share/h/t/#"
-        members = []
-        for index in range(3):
-            client = self.connected(client_id="h%d" % index, version=5)
-            client.subscribe(group, 1)
-            members.append(client)
-        await_group(self.broker, group, 3)
+        members = join_group(self, group, 3, prefix="h")
         inbox = Inbox(members)
         publishers = [self.connected(client_id="pub%d" % k, version=5) for k in range(6)]
         count = 200
@@ -357,12 +354,7 @@ class RandomPolicyCases:
 
     def test_every_message_once_spread_over_the_members(self):
         group = "$share/r/t"
-        members = []
-        for index in range(3):
-            client = self.connected(client_id="r%d" % index, version=5)
-            client.subscribe(group, 1)
-            members.append(client)
-        await_group(self.broker, group, 3)
+        members = join_group(self, group, 3, prefix="r")
         inbox = Inbox(members)
         publisher = self.connected(client_id="pub", version=5)
         publish_many(publisher, "t", [b"%d" % n for n in range(600)])
@@ -378,12 +370,7 @@ class StickyPolicyCases:
 
     def test_one_member_gets_everything_while_it_stays(self):
         group = "$share/s/t"
-        members = []
-        for index in range(3):
-            client = self.connected(client_id="s%d" % index, version=5)
-            client.subscribe(group, 1)
-            members.append(client)
-        await_group(self.broker, group, 3)
+        members = join_group(self, group, 3, prefix="s")
         inbox = Inbox(members)
         publisher = self.connected(client_id="pub", version=5)
         publish_many(publisher, "t", [b"%d" % n for n in range(200)])
