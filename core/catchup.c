@@ -32,7 +32,7 @@ void catchup_start(struct shard *s, struct session *sess, uint16_t origin)
 {
     struct session_origin *o = &sess->origins[origin];
     ASSERT(o->mode == ORIGIN_BEHIND);
-    uint32_t subs = MIN(sess->sub_count, CATCHUP_QUEUES_MAX - 1);
+    uint32_t subs = MIN(sess->subs.count, CATCHUP_QUEUES_MAX - 1);
     uint32_t n = subs + (s->cfg->p2p ? 1u : 0u); /* and its P2P queue (core/iot.h) */
     size_t size = sizeof(struct catchup_req) + (size_t)n * 16 + sess->client_id_len + 1;
     struct catchup_req *req = malloc(size);
@@ -50,11 +50,12 @@ void catchup_start(struct shard *s, struct session *sess, uint16_t origin)
     req->pos1 = o->pos1;
     req->client_id_len = sess->client_id_len;
     memcpy(req->client_id, sess->client_id, sess->client_id_len + 1u);
+    uint32_t sub_pos = 0;
+    struct subpack_entry sub;
     for (uint32_t i = 0; i < n; i++) {
-        req->queue_ids[i] = i < subs ? persist_filter_queue((struct slice){
-                                           (const uint8_t *)sess->subs[i].filter,
-                                           sess->subs[i].filter_len })
-                                     : persist_p2p_queue((struct slice){
+        req->queue_ids[i] = i < subs && subpack_next(&sess->subs, &sub_pos, &sub)
+                                ? persist_filter_queue(sub.filter)
+                                : persist_p2p_queue((struct slice){
                                            (const uint8_t *)sess->client_id,
                                            sess->client_id_len });
         req->hints[i] = hint_for(o, req->queue_ids[i]);

@@ -502,30 +502,31 @@ static struct journal_entry entry_for(const struct session *sess, uint8_t kind)
 uint64_t persist_journal_state(struct shard *s, struct session *sess)
 {
     struct journal_sub *subs = NULL;
-    if (sess->sub_count > 0) {
-        subs = malloc(sess->sub_count * sizeof(*subs));
+    if (sess->subs.count > 0) {
+        subs = malloc(sess->subs.count * sizeof(*subs));
         if (subs == NULL) {
             LOG_ERROR("persist", "journal_oom client=%s", sess->client_id);
             return 0;
         }
     }
-    for (uint32_t i = 0; i < sess->sub_count; i++)
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    for (uint32_t i = 0; subpack_next(&sess->subs, &pos, &sub); i++)
         subs[i] = (struct journal_sub){
-            .filter = { (const uint8_t *)sess->subs[i].filter, sess->subs[i].filter_len },
-            .options = sess->subs[i].options, .sub_id = sess->subs[i].sub_id,
+            .filter = sub.filter, .options = sub.options, .sub_id = sub.sub_id,
         };
     struct journal_entry e = entry_for(sess, JOURNAL_STATE);
     e.mqtt_version = sess->version;
     e.expiry_s = sess->expiry_s;
     e.since_ns = sess->since_ns;
-    e.sub_count = sess->sub_count;
+    e.sub_count = sess->subs.count;
     e.subs = subs;
     uint64_t end = 0;
     if (journal_fits(&e))
         end = journal_append(s, sess, &e);
     else
         LOG_ERROR("persist", "journal_state_too_large client=%s subs=%u", sess->client_id,
-                  sess->sub_count);
+                  sess->subs.count);
     free(subs);
     return end;
 }

@@ -29,11 +29,11 @@ static bool is_own(const struct session *sess, const struct msg *m)
 uint32_t pubout_sub_ids(const struct session *sess, const struct msg *m, uint32_t *ids)
 {
     uint32_t count = 0;
-    for (uint32_t i = 0; i < sess->sub_count && count < PUBOUT_SUB_IDS_MAX; i++) {
-        const struct session_sub *sub = &sess->subs[i];
-        if (sub->sub_id == 0 ||
-            !topic_match((struct slice){ (const uint8_t *)sub->filter, sub->filter_len },
-                         m->topic))
+    uint32_t pos = 0;
+    struct subpack_entry entry;
+    while (count < PUBOUT_SUB_IDS_MAX && subpack_next(&sess->subs, &pos, &entry)) {
+        const struct subpack_entry *sub = &entry;
+        if (sub->sub_id == 0 || !topic_match(sub->filter, m->topic))
             continue;
         if ((sub->options & MQTT_SUBOPT_NO_LOCAL) && is_own(sess, m))
             continue;

@@ -148,10 +148,10 @@ static void free_origins(const struct shard *s, struct session *sess)
 /* Adds (+1) or removes (-1) every filter of `sess` in the registry. */
 static void hold_filters(struct shard *s, struct session *sess, int32_t delta)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++)
-        persist_filter_hold(s, (struct slice){ (const uint8_t *)sess->subs[i].filter,
-                                               sess->subs[i].filter_len },
-                            delta);
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    while (subpack_next(&sess->subs, &pos, &sub))
+        persist_filter_hold(s, sub.filter, delta);
 }
 
 void session_filter_changed(struct shard *s, struct session *sess, struct slice filter,
@@ -238,15 +238,12 @@ int session_will_set(struct session *sess, struct msg *will, uint32_t delay_s)
 
 static void free_session(struct shard *s, struct session *sess)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
-        struct session_sub *sub = &sess->subs[i];
-        if (!shared_filter_is_shared(sub->filter, sub->filter_len)) /* not in the tree */
-            (void)subtree_remove(s->subs, (struct slice){ (const uint8_t *)sub->filter,
-                                                          sub->filter_len },
-                                 sess); /* Always present: both are updated together. */
-        free(sub->filter);
-    }
-    free(sess->subs);
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    while (!sess->subs_parked && subpack_next(&sess->subs, &pos, &sub))
+        if (!shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len))
+            (void)subtree_remove(s->subs, sub.filter, sess); /* Present: kept in step. */
+    subpack_free(&sess->subs);
     for (uint32_t i = 0; i < sess->inflight_len; i++) {
         struct msg *m = sess->inflight[(sess->inflight_head + i) % sess->inflight_cap].msg;
         if (m != NULL)
@@ -300,46 +297,52 @@ void session_table_destroy(struct shard *s, struct session_table *t)
 
 int session_sub_add(struct session *sess, struct slice filter, uint8_t options, uint32_t sub_id)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
-        struct session_sub *sub = &sess->subs[i];
-        if (sub->filter_len == filter.len && memcmp(sub->filter, filter.ptr, filter.len) == 0) {
-            sub->options = options;
-            sub->sub_id = sub_id;
-            return 0;
-        }
-    }
-    if (sess->sub_count == sess->sub_cap) {
-        /* 1, 2, 3, 4, 6, 8...: little slack, as most sessions hold a few (a realloc within
-         * jemalloc's size class, spaced by a quarter, moves nothing). */
-        uint32_t cap = sess->sub_cap + sess->sub_cap / 4 + 1;
-        struct session_sub *n = realloc(sess->subs, (size_t)cap * sizeof(*n));
-        if (n == NULL)
-            return -ENOMEM;
-        sess->subs = n;
-        sess->sub_cap = cap;
-    }
-    char *copy = malloc((size_t)filter.len + 1);
-    if (copy == NULL)
-        return -ENOMEM;
-    memcpy(copy, filter.ptr, filter.len);
-    copy[filter.len] = '\0';
-    sess->subs[sess->sub_count++] = (struct session_sub){
-        .filter = copy, .filter_len = (uint16_t)filter.len, .options = options, .sub_id = sub_id
-    };
-    return 0;
+    return subpack_put(&sess->subs, filter, options, sub_id) < 0 ? -ENOMEM : 0;
 }
 
 int session_sub_remove(struct session *sess, struct slice filter)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
-        struct session_sub *sub = &sess->subs[i];
-        if (sub->filter_len == filter.len && memcmp(sub->filter, filter.ptr, filter.len) == 0) {
-            free(sub->filter);
-            sess->subs[i] = sess->subs[--sess->sub_count];
-            return 0;
-        }
+    return subpack_remove(&sess->subs, filter);
+}
+
+/* A persistent session going offline: its subscriptions leave the tree (nothing is routed to
+ * it while it reads from the log; the registry's marks of its wildcard filters stay), so that
+ * an offline session costs its packed subscriptions and no tree nodes (docs/benchmarks.md). */
+static void subs_park(struct shard *s, struct session *sess)
+{
+    ASSERT(!sess->subs_parked);
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    while (subpack_next(&sess->subs, &pos, &sub))
+        if (!shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len))
+            (void)subtree_remove(s->subs, sub.filter, sess); /* Present: kept in step. */
+    sess->subs_parked = true;
+}
+
+/* The session is back: its subscriptions return to the tree, with their options and
+ * identifiers. One the tree has no memory for is dropped from the session (logged, its
+ * registry hold released, the STATE journaled without it), so that both stay in step. */
+static void subs_unpark(struct shard *s, struct session *sess)
+{
+    if (!sess->subs_parked)
+        return;
+    sess->subs_parked = false;
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    bool is_lost = false;
+    while (subpack_next(&sess->subs, &pos, &sub)) {
+        if (shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len) ||
+            subtree_add(s->subs, sub.filter, sess, sub.options, sub.sub_id) >= 0)
+            continue;
+        LOG_ERROR("session", "subscription_lost client=%s filter_len=%u reason=out_of_memory",
+                  sess->client_id, sub.filter.len);
+        session_filter_changed(s, sess, sub.filter, -1);
+        pos -= subpack_entry_len(sub.filter, sub.sub_id); /* the last entry moves here */
+        (void)subpack_remove(&sess->subs, sub.filter);
+        is_lost = true;
     }
-    return -ENOENT;
+    if (is_lost && sess->journaled)
+        (void)persist_journal_state(s, sess); /* Counted and logged by persist on failure. */
 }
 
 bool session_write_packet(struct shard *s, struct conn *c, const struct mqtt_packet *pkt)
@@ -745,10 +748,11 @@ void session_deliver_logged(struct shard *s, struct session *sess, const struct 
                   memcmp(target.ptr, sess->client_id, target.len) == 0;
         best = 2;
     }
-    for (uint32_t i = 0; !is_p2p && i < sess->sub_count; i++) {
-        const struct session_sub *sub = &sess->subs[i];
-        if (!topic_match((struct slice){ (const uint8_t *)sub->filter, sub->filter_len },
-                         m->topic))
+    uint32_t sub_pos = 0;
+    struct subpack_entry entry;
+    while (!is_p2p && subpack_next(&sess->subs, &sub_pos, &entry)) {
+        const struct subpack_entry *sub = &entry;
+        if (!topic_match(sub->filter, m->topic))
             continue;
         if ((sub->options & MQTT_SUBOPT_NO_LOCAL) && sess->client_id_len == m->client_id.len &&
             memcmp(sess->client_id, m->client_id.ptr, m->client_id.len) == 0)
@@ -904,6 +908,7 @@ void session_attach(struct shard *s, struct session *sess, struct conn *c)
     ASSERT(sess->conn == NULL && c->session == NULL);
     sess->conn = c;
     c->session = sess;
+    subs_unpark(s, sess);
     window_drop_too_large(s, sess);
     /* MQTT-4.4.0-1: re-send unacknowledged PUBLISH (DUP set) and PUBREL, in original order. */
     for (uint32_t i = 0; i < sess->inflight_len; i++) {
@@ -1001,6 +1006,7 @@ static void go_offline(struct shard *s, struct session *sess)
             sess->origins[i].mode = ORIGIN_BEHIND;
     (void)persist_journal_cursor(s, sess); /* Counted and logged by persist on failure. */
     sess->cursor_dirty = false;
+    subs_park(s, sess);
 }
 
 /* Journals the will `sess` holds now (or that it holds none), if it differs from what the
@@ -1187,7 +1193,7 @@ static int adopt_subs(struct shard *s, struct session *sess, const struct journa
     uint32_t pos = 0;
     struct journal_sub sub;
     while (journal_sub_next(st, &pos, &sub)) {
-        if (!topic_filter_valid(sub.filter))
+        if (!topic_filter_valid(sub.filter) || sub.sub_id > SUBPACK_SUB_ID_MAX)
             continue; /* Never from this code; never trusted either. */
         if (shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len)) {
             /* A shared subscription: the group's owner shard holds it (core/shared.h). */
@@ -1196,14 +1202,10 @@ static int adopt_subs(struct shard *s, struct session *sess, const struct journa
                 return rc;
             continue;
         }
-        bool in_tree = !shared_is_cursor(sess); /* a group cursor's filter: core/shared.h */
-        if (in_tree && subtree_add(s->subs, sub.filter, sess, sub.options, sub.sub_id) < 0)
+        /* Restored offline: out of the tree until it returns (session_attach). A group
+         * cursor's filter (core/shared.h) is never in it. */
+        if (session_sub_add(sess, sub.filter, sub.options, sub.sub_id) != 0)
             return -ENOMEM;
-        if (session_sub_add(sess, sub.filter, sub.options, sub.sub_id) != 0) {
-            if (in_tree)
-                (void)subtree_remove(s->subs, sub.filter, sess); /* Just added. */
-            return -ENOMEM;
-        }
     }
     return 0;
 }
@@ -1283,6 +1285,7 @@ int session_adopt(struct shard *s, const struct recovery_session *rs)
     sess->since_ns = st.since_ns;
     sess->persistent = true;
     sess->journaled = true;
+    sess->subs_parked = true;
     /* Its filters are in the registry already: persist_open registered every restored one. */
     sess->origins = calloc(s->count, sizeof(*sess->origins));
     if (sess->origins == NULL || adopt_subs(s, sess, &st) != 0) {

@@ -14,17 +14,11 @@
 
 #include "core/base.h"
 #include "core/codec.h"
+#include "core/subpack.h"
 
 struct shard;
 struct conn;
 struct msg;
-
-struct session_sub {
-    char *filter;            /* owned, NUL-terminated */
-    uint16_t filter_len;
-    uint8_t options;
-    uint32_t sub_id;
-};
 
 struct session_out {
     struct msg *msg;         /* one reference held */
@@ -109,10 +103,10 @@ struct session {
     uint16_t receive_max_out; /* min(client's Receive Maximum, mqtt.max_inflight) */
     uint16_t next_packet_id;
     uint32_t match_stamp;    /* router: merges overlapping subscriptions within one match */
-    /* Subscriptions (to rebuild or remove tree entries). */
-    struct session_sub *subs;
-    uint32_t sub_count;
-    uint32_t sub_cap;
+    /* Subscriptions (to rebuild or remove tree entries, and to match what is read from the
+     * log). Those of an offline persistent session are not in the subscription tree
+     * (`subs_parked`): it reads what it missed from the log, so nothing is routed to it. */
+    struct subpack subs;
     /* Outbound QoS 1/2: `inflight` is a ring of sent, unacknowledged messages in send order;
      * `queue` a ring of messages waiting for the window. */
     struct session_out *inflight;
@@ -124,6 +118,7 @@ struct session {
     uint32_t queue_head;
     uint32_t queue_len;
     uint32_t queue_cap;
+    bool subs_parked;        /* its non-shared subscriptions are out of the tree (offline) */
     struct session_cold *cold; /* NULL while all of it is empty */
 };
 STATIC_ASSERT(sizeof(struct session) <= 160, "struct session fits its jemalloc size class");
@@ -160,7 +155,8 @@ struct session *session_create(struct shard *s, struct slice client_id);
  * be offline (no conn). */
 void session_destroy(struct shard *s, struct session *sess);
 
-/* Records a subscription (after it was added to the shard's tree). Returns 0 or -ENOMEM. */
+/* Records a subscription (after it was added to the shard's tree). Returns 0 or -ENOMEM
+ * (nothing changed). */
 int session_sub_add(struct session *sess, struct slice filter, uint8_t options, uint32_t sub_id);
 /* Forgets a subscription. Returns 0 or -ENOENT. */
 int session_sub_remove(struct session *sess, struct slice filter);

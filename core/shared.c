@@ -821,12 +821,12 @@ static void on_leave(struct shard *s, const struct shared_note *n)
 /* True if `sess` holds the shared subscription of group `key`. */
 static bool session_in_group(const struct session *sess, uint64_t key)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
-        const struct session_sub *sub = &sess->subs[i];
-        if (shared_filter_is_shared(sub->filter, sub->filter_len) &&
-            group_key((struct slice){ (const uint8_t *)sub->filter, sub->filter_len }) == key)
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    while (subpack_next(&sess->subs, &pos, &sub))
+        if (shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len) &&
+            group_key(sub.filter) == key)
             return true;
-    }
     return false;
 }
 
@@ -968,10 +968,7 @@ static void tell_owner(struct shard *s, const struct session *sess, struct slice
 int shared_subscribe(struct shard *s, struct session *sess, struct slice filter, uint8_t options,
                      uint32_t sub_id)
 {
-    bool existed = false;
-    for (uint32_t i = 0; i < sess->sub_count && !existed; i++)
-        existed = sess->subs[i].filter_len == filter.len &&
-                  memcmp(sess->subs[i].filter, filter.ptr, filter.len) == 0;
+    bool existed = subpack_find(&sess->subs, filter, NULL);
     if (session_sub_add(sess, filter, options, sub_id) != 0)
         return -ENOMEM;
     tell_owner(s, sess, filter, options, sub_id, false);
@@ -989,12 +986,11 @@ bool shared_unsubscribe(struct shard *s, struct session *sess, struct slice filt
 /* Tells the owners of every group of `sess`: MEMBER with its presence, or LEAVE. */
 static void tell_all(struct shard *s, const struct session *sess, bool leave)
 {
-    for (uint32_t i = 0; i < sess->sub_count; i++) {
-        const struct session_sub *sub = &sess->subs[i];
-        if (shared_filter_is_shared(sub->filter, sub->filter_len))
-            tell_owner(s, sess, (struct slice){ (const uint8_t *)sub->filter, sub->filter_len },
-                       sub->options, sub->sub_id, leave);
-    }
+    uint32_t pos = 0;
+    struct subpack_entry sub;
+    while (subpack_next(&sess->subs, &pos, &sub))
+        if (shared_filter_is_shared((const char *)sub.filter.ptr, sub.filter.len))
+            tell_owner(s, sess, sub.filter, sub.options, sub.sub_id, leave);
 }
 
 /* Whether a window entry goes back to its group: not PUBREC'd (then the client has it), and

@@ -16,6 +16,9 @@
  * (`has_mark`): an owner's entry is never at position 0 of a marked array, so removing an owner
  * never moves the mark, and subtree_match starts after it. Removing the mark moves the last
  * entry into position 0 like any removal. The mark is in the owner index like the others.
+ * A filter with its mark and no subscriber (a wildcard filter held by offline sessions only,
+ * whose subscriptions left the tree: core/session.c) has no array: the node's value is the
+ * mark's pointer with its low bit set (MARK_ONLY), which saves an array per such filter.
  */
 #include "core/subtree.h"
 
@@ -33,6 +36,23 @@
 #define SUBTREE_LIST_MAX (UINT32_MAX / 2) /* subscribers per filter; add fails -ENOMEM past it */
 /* A '+' branch and a literal branch may both be pending at each topic level, plus the root. */
 #define SUBTREE_STACK_MAX (TOPIC_LEVELS_MAX + 2u)
+
+#define MARK_ONLY ((uintptr_t)1) /* in a node's value: the mark alone (pointers are aligned) */
+
+static inline bool is_mark_only(const void *value)
+{
+    return ((uintptr_t)value & MARK_ONLY) != 0;
+}
+
+static inline void *mark_of(const void *value)
+{
+    return (void *)((uintptr_t)value & ~MARK_ONLY);
+}
+
+static inline void *mark_only(void *mark)
+{
+    return (void *)((uintptr_t)mark | MARK_ONLY);
+}
 
 struct subtree_sub {
     void *owner;
@@ -74,7 +94,7 @@ struct subtree *subtree_create(void)
     struct subtree *tree = malloc(sizeof(*tree));
     if (tree == NULL)
         goto fail_tree;
-    if (trie_init(&tree->trie) != 0)
+    if (trie_init_tails(&tree->trie) != 0)
         goto fail_trie;
     tree->count = 0;
     tree->owner_slots = NULL;
@@ -92,7 +112,8 @@ void subtree_destroy(struct subtree *tree)
     if (tree == NULL)
         return;
     for (uint32_t i = 0; i < trie_node_used(&tree->trie); i++)
-        free(trie_value(&tree->trie, i));
+        if (!is_mark_only(trie_value(&tree->trie, i)))
+            free(trie_value(&tree->trie, i));
     trie_fini(&tree->trie);
     free(tree->owner_slots);
     free(tree);
@@ -192,7 +213,7 @@ static void owner_remove(struct subtree *tree, struct owner_slot *slot)
 static uint32_t list_find(const struct subtree *tree, uint32_t node,
                           const struct subtree_list *list, const void *owner)
 {
-    if (list == NULL)
+    if (list == NULL || is_mark_only(list))
         return UINT32_MAX;
     if (list->is_indexed) {
         const struct owner_slot *slot = owner_find(tree, node, owner);
@@ -233,6 +254,15 @@ static struct subtree_list *list_reserve(struct subtree_list *list)
 static int list_append(struct subtree *tree, uint32_t node, const struct subtree_sub *sub)
 {
     struct trie_node *n = trie_node(&tree->trie, node);
+    if (is_mark_only(n->value)) { /* the mark goes into an array first */
+        struct subtree_list *marked = list_reserve(NULL);
+        if (marked == NULL)
+            return -ENOMEM;
+        marked->subs[0] = (struct subtree_sub){ .owner = mark_of(n->value) };
+        marked->count = 1;
+        marked->has_mark = true;
+        n->value = marked;
+    }
     struct subtree_list *list = n->value;
     uint32_t count = list != NULL ? list->count : 0;
     bool must_index = list != NULL && !list->is_indexed && count >= SUBTREE_SCAN_MAX;
@@ -309,6 +339,14 @@ static void list_remove_at(struct subtree *tree, uint32_t node, uint32_t found)
     }
     list->subs[found] = list->subs[last];
     list->count = last;
+    if (list->count == 1 && list->has_mark) { /* the mark alone: no array (MARK_ONLY) */
+        void *mark = list->subs[0].owner;
+        if (list->is_indexed)
+            owner_remove(tree, owner_find(tree, node, mark));
+        free(list);
+        n->value = mark_only(mark);
+        return;
+    }
     if (list->count > 0) {
         n->value = list_shrink(list);
         return;
@@ -336,13 +374,17 @@ int subtree_remove(struct subtree *tree, struct slice filter, void *owner)
 
 int subtree_mark_set(struct subtree *tree, struct slice filter, void *mark)
 {
-    ASSERT(tree != NULL && mark != NULL);
+    ASSERT(tree != NULL && mark != NULL && !is_mark_only(mark));
     ASSERT_HOT(topic_filter_valid(filter));
     uint32_t node;
     if (trie_insert(&tree->trie, filter, &node) != 0)
         return -ENOMEM;
     struct subtree_list *list = trie_value(&tree->trie, node);
-    if (list != NULL && list->has_mark) {
+    if (list == NULL || is_mark_only(list)) {
+        trie_node(&tree->trie, node)->value = mark_only(mark);
+        return 0;
+    }
+    if (list->has_mark) {
         if (list->is_indexed) {
             owner_remove(tree, owner_find(tree, node, list->subs[0].owner));
             owner_place(tree, node, mark, 0); /* the removal left a free slot */
@@ -380,6 +422,11 @@ int subtree_mark_clear(struct subtree *tree, struct slice filter)
     if (node == TRIE_NONE)
         return -ENOENT;
     struct subtree_list *list = trie_value(&tree->trie, node);
+    if (list != NULL && is_mark_only(list)) {
+        trie_node(&tree->trie, node)->value = NULL;
+        trie_prune(&tree->trie, node);
+        return 0;
+    }
     if (list == NULL || !list->has_mark)
         return -ENOENT;
     list->has_mark = false;
@@ -392,7 +439,10 @@ void subtree_marks_clear(struct subtree *tree)
     ASSERT(tree != NULL);
     for (uint32_t i = 0; i < trie_node_used(&tree->trie); i++) {
         struct subtree_list *list = trie_value(&tree->trie, i);
-        if (list != NULL && list->has_mark) {
+        if (list != NULL && is_mark_only(list)) {
+            trie_node(&tree->trie, i)->value = NULL;
+            trie_prune(&tree->trie, i); /* may free or join nodes: values keep their index */
+        } else if (list != NULL && list->has_mark) {
             list->has_mark = false;
             list_remove_at(tree, i, 0); /* may free nodes: their values read NULL */
         }
@@ -406,6 +456,11 @@ list_report(const struct subtree_list *list, subtree_match_fn fn, void *ctx, boo
 {
     if (list == NULL)
         return;
+    if (is_mark_only(list)) {
+        if (marks)
+            fn(ctx, mark_of(list), 0, 0);
+        return;
+    }
     if (marks) {
         if (list->has_mark)
             fn(ctx, list->subs[0].owner, 0, 0);
@@ -413,6 +468,40 @@ list_report(const struct subtree_list *list, subtree_match_fn fn, void *ctx, boo
     }
     for (uint32_t i = list->has_mark; i < list->count; i++)
         fn(ctx, list->subs[i].owner, list->subs[i].options, list->subs[i].sub_id);
+}
+
+/* Whether the tail `filter` (a filter's last levels) matches `rest`, the topic from the level
+ * the tail starts at (maybe one empty level). topic_match without the '$' rule, which applies
+ * at the root only: match_walk does not look at the root's '+' and '#' children for a '$'
+ * topic, and a tail never starts with '#'. */
+static bool tail_match(const uint8_t *f, uint32_t flen, const uint8_t *n, uint32_t nlen)
+{
+    uint32_t fi = 0;
+    uint32_t ni = 0;
+    for (;;) {
+        if (fi < flen && f[fi] == '#')
+            return true;
+        if (fi < flen && f[fi] == '+') {
+            fi++;
+            while (ni < nlen && n[ni] != '/')
+                ni++;
+        } else {
+            while (fi < flen && f[fi] != '/') {
+                if (ni >= nlen || n[ni] != f[fi])
+                    return false;
+                fi++;
+                ni++;
+            }
+            if (ni < nlen && n[ni] != '/')
+                return false;
+        }
+        if (fi == flen)
+            return ni == nlen;
+        if (ni == nlen)
+            return fi + 2 == flen && f[fi + 1] == '#';
+        fi++;
+        ni++;
+    }
 }
 
 struct match_frame {
@@ -455,14 +544,21 @@ match_walk(const struct subtree *tree, struct slice topic, subtree_match_fn fn, 
             list_report(trie_value(t, n->pound_child), fn, ctx, marks);
         if (n->first_child == TRIE_NONE)
             continue;
-        if (n->plus_child != TRIE_NONE && is_wild_allowed) {
+        uint32_t children[2] = { is_wild_allowed ? n->plus_child : TRIE_NONE,
+                                 trie_child(t, frame.node, level) };
+        for (uint32_t i = 0; i < 2; i++) {
+            if (children[i] == TRIE_NONE)
+                continue;
+            const struct trie_node *c = trie_node(t, children[i]);
+            if (trie_is_tail(c)) { /* its last levels at once (core/trie.h) */
+                uint32_t start = (uint32_t)(level.ptr - topic.ptr);
+                if (tail_match(trie_level_bytes(c), trie_level_len(c), level.ptr,
+                               topic.len - start))
+                    list_report(c->value, fn, ctx, marks);
+                continue;
+            }
             ASSERT(depth < SUBTREE_STACK_MAX);
-            stack[depth++] = (struct match_frame){ .node = n->plus_child, .pos = pos };
-        }
-        uint32_t child = trie_child(t, frame.node, level);
-        if (child != TRIE_NONE) {
-            ASSERT(depth < SUBTREE_STACK_MAX);
-            stack[depth++] = (struct match_frame){ .node = child, .pos = pos };
+            stack[depth++] = (struct match_frame){ .node = children[i], .pos = pos };
         }
     }
 }

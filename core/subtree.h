@@ -36,6 +36,8 @@ void subtree_match(const struct subtree *tree, struct slice topic, subtree_match
 /* Marks: at most one opaque non-NULL pointer per filter beside its subscribers (the persist
  * registry's wildcard filters, core/persist.h), so that a filter held both ways has one path
  * of nodes. A mark is not a subscription: subtree_match and subtree_count ignore it.
+ * A mark is an aligned pointer (its low bit is free: a filter with a mark and no subscriber
+ * keeps it in the node without an array, core/subtree.c).
  * subtree_mark_set sets or replaces `filter`'s mark (0 or -ENOMEM with nothing changed);
  * subtree_mark_clear removes it (0, or -ENOENT if it had none). */
 int subtree_mark_set(struct subtree *tree, struct slice filter, void *mark);

@@ -408,6 +408,31 @@ Test(subtree, random_subscriptions_agree_with_topic_match, .timeout = 120)
     cr_assert_eq(match("a/b")->count, 0);
 }
 
+/* Adds and removals interleaved, so that tails (core/trie.h) split and join in every order. */
+Test(subtree, interleaved_churn_agrees_with_topic_match, .timeout = 120)
+{
+    static struct reference_sub reference[RANDOM_SUBS];
+    const uint32_t count = 3000;
+    for (uint32_t round = 0; round < 20; round++) {
+        for (uint32_t step = 0; step < count; step++) {
+            uint32_t i = rng_next(count);
+            if (reference[i].is_live) {
+                cr_assert_eq(subtree_remove(tree, s(reference[i].filter), OWNER(i + 1)), 0);
+                reference[i].is_live = false;
+                continue;
+            }
+            random_topic(reference[i].filter, true);
+            cr_assert_eq(subtree_add(tree, s(reference[i].filter), OWNER(i + 1), 0, i + 1), 1);
+            reference[i].is_live = true;
+        }
+        cross_check(reference, count);
+    }
+    for (uint32_t i = 0; i < count; i++)
+        if (reference[i].is_live)
+            cr_assert_eq(subtree_remove(tree, s(reference[i].filter), OWNER(i + 1)), 0);
+    cr_assert_eq(subtree_count(tree), 0);
+}
+
 /* ---- Marks (the persist registry's wildcard filters share the subscriptions' nodes) ---- */
 
 static struct hits *match_marks(const char *topic)
@@ -418,7 +443,7 @@ static struct hits *match_marks(const char *topic)
     return &h;
 }
 
-#define MARK(n) ((void *)(uintptr_t)(0x100000u + (n)))
+#define MARK(n) ((void *)(uintptr_t)(0x100000u + 8u * (n))) /* aligned, like a pointer */
 
 Test(subtree, a_mark_is_not_a_subscription)
 {
@@ -497,4 +522,36 @@ Test(subtree, marks_clear_all_leaves_the_subscriptions)
     cr_expect_eq(match_marks("m/a/x")->count, 0);
     cr_expect_eq(match("m/a/x")->count, 1);
     cr_expect_eq(subtree_mark_clear(tree, s("m/+/x")), -ENOENT);
+}
+
+/* A filter left with its mark alone keeps it without an array (an offline session's
+ * subscription left the tree), and takes subscribers again, small and indexed arrays alike. */
+Test(subtree, a_mark_left_alone_stays_and_takes_subscribers_again)
+{
+    for (uint32_t subscribers = 1; subscribers <= 40; subscribers += 39) {
+        cr_assert_eq(subtree_mark_set(tree, s("p/+/alarm"), MARK(1)), 0);
+        for (uint32_t round = 0; round < 3; round++) {
+            for (uint32_t i = 1; i <= subscribers; i++)
+                cr_assert_eq(subtree_add(tree, s("p/+/alarm"), OWNER(i), 1, i), 1);
+            cr_assert_eq(match("p/x/alarm")->count, subscribers);
+            cr_assert_eq(match_marks("p/x/alarm")->count, 1);
+            for (uint32_t i = 1; i <= subscribers; i++)
+                cr_assert_eq(subtree_remove(tree, s("p/+/alarm"), OWNER(i)), 0);
+            cr_assert_eq(match("p/x/alarm")->count, 0);
+            struct hits *h = match_marks("p/x/alarm");
+            cr_assert_eq(h->count, 1);
+            cr_assert_eq(h->items[0].owner, MARK(1));
+            cr_assert_eq(subtree_remove(tree, s("p/+/alarm"), OWNER(1)), -ENOENT);
+            cr_assert_eq(subtree_mark_set(tree, s("p/+/alarm"), MARK(2)), 0, "replaces");
+            cr_assert_eq(match_marks("p/y/alarm")->items[0].owner, MARK(2));
+            cr_assert_eq(subtree_mark_set(tree, s("p/+/alarm"), MARK(1)), 0);
+        }
+        cr_assert_eq(subtree_mark_clear(tree, s("p/+/alarm")), 0);
+        cr_assert_eq(subtree_mark_clear(tree, s("p/+/alarm")), -ENOENT);
+        cr_assert_eq(match_marks("p/x/alarm")->count, 0);
+        cr_assert_eq(subtree_count(tree), 0);
+    }
+    cr_assert_eq(subtree_mark_set(tree, s("q/#"), MARK(3)), 0);
+    subtree_marks_clear(tree);
+    cr_assert_eq(match_marks("q/x")->count, 0);
 }

@@ -191,3 +191,93 @@ Test(trie, churn_in_a_small_table_keeps_every_key_findable)
     }
     cr_expect_eq(trie.slot_mask + 1, 64, "never grew: at most 30 of 64 slots in use");
 }
+
+/* ---- Tails (trie_init_tails, the subscription tree's trie) ---- */
+
+static struct trie tails;
+
+static void tails_setup(void)
+{
+    cr_assert_eq(trie_init_tails(&tails), 0);
+}
+
+static void tails_teardown(void)
+{
+    trie_fini(&tails);
+}
+
+TestSuite(trie_tails, .init = tails_setup, .fini = tails_teardown);
+
+static uint32_t tails_insert(const char *path)
+{
+    uint32_t node = TRIE_NONE;
+    cr_assert_eq(trie_insert(&tails, s(path), &node), 0);
+    trie_node(&tails, node)->value = MARK;
+    return node;
+}
+
+static void tails_clear(uint32_t node)
+{
+    trie_node(&tails, node)->value = NULL;
+    trie_prune(&tails, node);
+}
+
+Test(trie_tails, a_new_path_is_one_tail_found_only_whole)
+{
+    uint32_t node = tails_insert("plant/12345/+/alarm");
+    cr_assert_eq(trie_node_count(&tails), 2);
+    cr_assert(trie_is_tail(trie_node(&tails, node)));
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+/alarm")), node);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+")), TRIE_NONE);
+    cr_assert_eq(trie_find(&tails, s("plant")), TRIE_NONE);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+/alarm/x")), TRIE_NONE);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+/alarms")), TRIE_NONE);
+    cr_assert_eq(trie_child(&tails, TRIE_ROOT, s("plant")), node);
+}
+
+Test(trie_tails, a_diverging_path_splits_and_removal_joins_keeping_indexes)
+{
+    uint32_t alarm = tails_insert("plant/12345/+/alarm");
+    uint32_t temp = tails_insert("plant/12345/temp");
+    /* plant, 12345, the tail "+/alarm" (its index kept), the leaf "temp" */
+    cr_assert_eq(trie_node_count(&tails), 5);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+/alarm")), alarm);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/temp")), temp);
+    uint32_t mid = trie_find(&tails, s("plant/12345"));
+    cr_assert_neq(mid, TRIE_NONE);
+    cr_assert_eq(trie_node(&tails, mid)->plus_child, alarm);
+    cr_assert(trie_is_tail(trie_node(&tails, alarm)));
+    uint32_t other = tails_insert("plant/7/cmd");
+    cr_assert_eq(trie_node_count(&tails), 6);
+    tails_clear(temp); /* 12345 has one child left without children: joined */
+    cr_assert_eq(trie_node_count(&tails), 4);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+/alarm")), alarm);
+    cr_assert_eq(trie_find(&tails, s("plant/7/cmd")), other);
+    tails_clear(other); /* and plant then too */
+    cr_assert_eq(trie_node_count(&tails), 2);
+    cr_assert_eq(trie_find(&tails, s("plant/12345/+/alarm")), alarm);
+    tails_clear(alarm);
+    cr_assert_eq(trie_node_count(&tails), 1);
+}
+
+Test(trie_tails, wildcards_long_and_empty_levels_split_and_join)
+{
+    static const char *paths[] = {
+        "+/x/#", "+/x", "+/y/long-level-name-over-eight", "a//b", "a//", "a/#",
+        "long-level-name-over-eight/a/b", "long-level-name-over-eight/a/c", "#", "+",
+    };
+    uint32_t nodes[ARRAY_LEN(paths)];
+    for (uint32_t i = 0; i < ARRAY_LEN(paths); i++) {
+        nodes[i] = tails_insert(paths[i]);
+        for (uint32_t k = 0; k <= i; k++)
+            cr_assert_eq(trie_find(&tails, s(paths[k])), nodes[k], "%s after %s", paths[k],
+                         paths[i]);
+    }
+    for (uint32_t i = 0; i < ARRAY_LEN(paths); i++) {
+        tails_clear(nodes[i]);
+        for (uint32_t k = i + 1; k < ARRAY_LEN(paths); k++)
+            cr_assert_eq(trie_find(&tails, s(paths[k])), nodes[k], "%s after removing %s",
+                         paths[k], paths[i]);
+    }
+    cr_assert_eq(trie_node_count(&tails), 1);
+}
