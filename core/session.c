@@ -504,6 +504,14 @@ static uint16_t next_packet_id(struct session *sess)
     }
 }
 
+/* A shared delivery the group's owner counts as outstanding ended here (acknowledged, PUBREC'd,
+ * or dropped): the owner stops counting it. */
+static inline void share_done(struct shard *s, const struct session_out *e)
+{
+    if (e->share_tracked)
+        shared_delivery_end(s, e->share_key, e->msg);
+}
+
 /* Moves the queue's head into the window and sends it. Returns false when the socket has no
  * room (the entry stays queued). */
 static bool send_from_queue(struct shard *s, struct session *sess)
@@ -512,6 +520,7 @@ static bool send_from_queue(struct shard *s, struct session *sess)
     if (q->packet_id == 0 && msg_expired_now(q->msg)) {
         /* Expired while queued; a restored QoS 2 (packet id kept) was started and goes. */
         s->stats.dropped_expired++;
+        share_done(s, q);
         msg_release(q->msg);
         sess->queue_head = (sess->queue_head + 1) % sess->queue_cap;
         sess->queue_len--;
@@ -529,6 +538,7 @@ static bool send_from_queue(struct shard *s, struct session *sess)
     if (pubout_too_large(sess->conn, q->msg, q->qos, q->sub_id)) {
         /* MQTT-3.1.2-25: discarded as if sent and acknowledged; never in the window. */
         s->stats.dropped_too_large++;
+        share_done(s, q);
         if (q->packet_id != 0 && q->tracked && sess->journaled)
             (void)persist_journal_out(s, sess, q->packet_id, JOURNAL_OUT_COMPLETED,
                                       q->msg->origin_shard, q->msg->log_off); /* Logged. */
@@ -693,16 +703,20 @@ void session_deliver_retained(struct shard *s, struct session *sess, const struc
 }
 
 void session_deliver_shared(struct shard *s, struct session *sess, const struct msg *m,
-                            uint8_t qos, bool retain, uint32_t sub_id, uint64_t share_key)
+                            uint8_t qos, bool retain, uint32_t sub_id, uint64_t share_key,
+                            bool is_tracked)
 {
     ASSERT_HOT(share_key != 0);
+    struct session_out spec = { .msg = (struct msg *)m, .qos = qos, .retain = retain,
+                                .sub_id = sub_id, .share_key = share_key,
+                                .share_tracked = is_tracked && qos > 0 };
     if (qos == 0 || msg_expired_now(m) || sess->queue_len >= s->cfg->max_queued_messages) {
         deliver(s, sess, m, qos, retain, sub_id, false); /* Sent, or dropped and counted. */
+        share_done(s, &spec); /* QoS 0 was never counted. */
         return;
     }
-    struct session_out spec = { .qos = qos, .retain = retain, .sub_id = sub_id,
-                                .share_key = share_key };
-    (void)enqueue(s, sess, m, &spec); /* Counted on failure. */
+    if (!enqueue(s, sess, m, &spec)) /* Counted. */
+        share_done(s, &spec);
 }
 
 /* What a restart left for `m`: 0 nothing (a new delivery), 1 re-send it with packet id *id
@@ -832,6 +846,7 @@ bool session_on_puback(struct shard *s, struct session *sess, uint16_t packet_id
                                     (uint32_t)i);
     if (e->qos != 1)
         return false;
+    share_done(s, e);
     window_remove(sess, (uint32_t)i);
     sess->cursor_dirty = sess->origins != NULL;
     session_pump(s, sess);
@@ -847,6 +862,9 @@ bool session_on_pubrec(struct shard *s, struct session *sess, uint16_t packet_id
                                     (uint32_t)i);
     if (e->qos != 2 || e->unsent)
         return false;
+    /* The client has it: a crash now must not make the group send it again. */
+    share_done(s, e);
+    e->share_tracked = false;
     if (e->msg != NULL && e->tracked && sess->journaled)
         (void)persist_journal_out(s, sess, packet_id,
                                   failed ? JOURNAL_OUT_COMPLETED : JOURNAL_OUT_PUBREC,
@@ -893,6 +911,7 @@ static void window_drop_too_large(struct shard *s, struct session *sess)
             continue;
         }
         s->stats.dropped_too_large++;
+        share_done(s, e);
         if (e->qos == 2 && e->tracked && sess->journaled)
             (void)persist_journal_out(s, sess, e->packet_id, JOURNAL_OUT_COMPLETED,
                                       e->msg->origin_shard, e->msg->log_off); /* Logged. */

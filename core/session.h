@@ -28,6 +28,8 @@ struct session_out {
     bool pubrec_received;    /* QoS 2: PUBREL sent, waiting for PUBCOMP */
     bool tracked;            /* counts in the session's log positions (not a retained send) */
     bool unsent;             /* window: QoS 2 waiting for its journal record to be durable */
+    bool share_tracked;      /* a shared delivery the group's owner counts as outstanding: its
+                              * end is reported (shared_delivery_done) */
     uint32_t sub_id;
     uint64_t journal_end;    /* unsent: the log offset its OUT record ends at */
     uint64_t log_off;        /* QoS 2 restored after a restart (msg NULL): its record */
@@ -213,9 +215,12 @@ void session_deliver(struct shard *s, struct session *sess, const struct msg *m,
 /* Delivers `m` to `sess` for the shared subscription group `share_key` (core/shared.h):
  * like session_deliver for a non-persistent session (outside the log positions; QoS 0 to the
  * socket or dropped; QoS 1/2 queued, dropped and counted beyond mqtt.max_queued_messages), with
- * the entries marked so that they go back to the group if the member leaves unacknowledged. */
+ * the entries marked so that they go back to the group if the member leaves unacknowledged.
+ * `is_tracked`: the owner counts it as outstanding until shared_delivery_done reports its end
+ * (dropped here, PUBACK, PUBREC, expired, too large) or it goes back to the group. */
 void session_deliver_shared(struct shard *s, struct session *sess, const struct msg *m,
-                            uint8_t qos, bool retain, uint32_t sub_id, uint64_t share_key);
+                            uint8_t qos, bool retain, uint32_t sub_id, uint64_t share_key,
+                            bool is_tracked);
 
 /* Delivers a retained message on subscribe: like session_deliver, but outside the log
  * positions. */

@@ -541,6 +541,7 @@ static void shard_loop(struct shard *s)
         work += exchange_notes(s);
         work += catchup_poll(s);
         work += persist_step(s);
+        work += shared_poll(s);
         release_held(s);
         conn_flush_all(s);
         commitlog_flush(&s->log, &s->ring, s->now_ms);

@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/msg.h"
 #include "core/mqtt.h"
+#include "core/offset_set.h"
 #include "core/persist.h"
 #include "core/session.h"
 #include "core/shard.h"
@@ -33,6 +34,7 @@
 #define SHARED_PREFIX_LEN 7u
 #define SHARED_MEMBERS_MAX 65536u   /* members per group */
 #define SHARED_TABLE_MIN 64u
+#define SHARED_BACKLOG_CURSOR_MAX (1u << 20) /* messages a group with a cursor keeps at most */
 
 struct shared_member {
     char *client_id;         /* owned, NUL-terminated */
@@ -65,7 +67,11 @@ struct shared_group {
     uint32_t sticky_idx;         /* sticky: the chosen member, or UINT32_MAX */
     struct session *cursor;      /* the durable group cursor (see below), or NULL */
     uint8_t pace;                /* enum group_pace */
+    bool resume_wanted;          /* PACE_PAUSED and a member made room: see shared_poll */
     uint32_t paced_out;          /* paced DELIVERs to other shards not answered yet */
+    /* Logged QoS 1/2 deliveries of a group with a cursor from the pick of a member until their
+     * home reports their end (DONE) or gives them back (RETURN). */
+    struct offset_set outstanding;
     /* Messages kept while no member is online (QoS 1/2, owned by this shard), FIFO ring. */
     struct msg **backlog;
     uint32_t backlog_head;
@@ -92,7 +98,13 @@ struct shared {
     uint64_t backlogged;
     uint64_t dropped;            /* backlog full, out of memory, or no group to return to */
     uint64_t returned;
+    uint64_t untracked;          /* deliveries not counted as outstanding: out of memory */
     uint32_t paused_count;       /* groups not at PACE_RUN */
+    uint32_t resume_wanted;      /* groups with resume_wanted set */
+    /* DONE notes being filled, per owner shard (shared_delivery_end), posted by shared_poll. */
+    struct shared_note *done[SHARD_MAX];
+    uint32_t done_cap[SHARD_MAX];  /* entries room of done[i] */
+    uint32_t done_pending;         /* owners with a note being filled */
 };
 
 struct shared *shared_create(void)
@@ -119,6 +131,7 @@ static void group_free(struct shared_group *g)
     for (uint32_t i = 0; i < g->backlog_len; i++)
         msg_release(g->backlog[(g->backlog_head + i) % g->backlog_cap]);
     free(g->backlog);
+    offset_set_clear(&g->outstanding);
     free(g->name);
     free(g);
 }
@@ -140,6 +153,8 @@ void shared_destroy(struct shared *sh)
         subtree_destroy(sh->tree);
     free(sh->scratch);
     free(sh->deferred);
+    for (uint32_t i = 0; i < SHARD_MAX; i++)
+        free(sh->done[i]);
     free(sh);
 }
 
@@ -319,6 +334,8 @@ static void group_remove(struct shard *s, struct shared_group *g)
     sh->group_count--;
     if (g->pace != PACE_RUN)
         sh->paused_count--;
+    if (g->resume_wanted)
+        sh->resume_wanted--;
     (void)subtree_remove(sh->tree, g->filter, g); /* Added with the group. */
     if (g->cursor != NULL) {
         struct session *cursor = g->cursor;
@@ -563,11 +580,14 @@ bool shared_cursor_wants(struct shard *s, const struct session *c)
 void shared_cursor_floor(struct shard *s, const struct session *c, uint64_t *pos1)
 {
     const struct shared_group *g = cursor_group(s, c);
-    for (uint32_t i = 0; g != NULL && i < g->backlog_len; i++) {
+    if (g == NULL)
+        return;
+    for (uint32_t i = 0; i < g->backlog_len; i++) {
         const struct msg *m = g->backlog[(g->backlog_head + i) % g->backlog_cap];
         if (m->log_off != MSG_NOT_LOGGED && m->origin_shard < s->count)
             pos1[m->origin_shard] = MIN(pos1[m->origin_shard], m->log_off);
     }
+    offset_set_floor(&g->outstanding, pos1, s->count);
 }
 
 /* Whether `m` is older than everything `g` keeps from its origin (it lowers the floor). */
@@ -589,11 +609,16 @@ static bool backlog_lowers_floor(const struct shared_group *g, const struct msg 
 static void backlog_push(struct shard *s, struct shared_group *g, const struct msg *m)
 {
     struct shared *sh = s->shared;
-    /* Room for what the catch-ups in flight may give back (one answer per origin) too. */
-    if (g->backlog_len >= MAX(s->cfg->max_queued_messages, 2u * CATCHUP_RECORDS * s->count)) {
+    /* Room for what the catch-ups in flight may give back (one answer per origin) too. A group
+     * with a cursor also takes back what was on its way when its members' queues filled up
+     * (then its cursor stops taking live messages: cursor_fall_behind), bounded by the notes
+     * in flight; its limit is a guard against memory running away, not a policy. */
+    uint32_t max = MAX(s->cfg->max_queued_messages, 2u * CATCHUP_RECORDS * s->count);
+    if (g->cursor != NULL)
+        max = MAX(max, SHARED_BACKLOG_CURSOR_MAX);
+    if (g->backlog_len >= max) {
         if ((sh->dropped++ & 1023) == 0)
-            LOG_WARN("shared", "backlog_full group=%s max=%u", g->name,
-                     s->cfg->max_queued_messages);
+            LOG_WARN("shared", "backlog_full group=%s max=%u", g->name, max);
         return;
     }
     if (g->backlog_len == g->backlog_cap) {
@@ -622,11 +647,44 @@ static void backlog_push(struct shard *s, struct shared_group *g, const struct m
         (void)persist_journal_cursor(s, g->cursor); /* Counted and logged on failure. */
 }
 
+/* The members' queues are full: the cursor stops taking live messages (they stay in the log,
+ * read when the members have room again, as for a slow persistent session). */
+static void cursor_fall_behind(struct shard *s, struct shared_group *g)
+{
+    struct session *c = g->cursor;
+    if (c == NULL || c->origins == NULL)
+        return;
+    for (uint16_t i = 0; i < s->count; i++)
+        if (c->origins[i].mode == ORIGIN_LIVE)
+            c->origins[i].mode = ORIGIN_BEHIND;
+}
+
+/* A member's queue was full: what came back is kept and sent again on the tick. */
 static void group_pause(struct shard *s, struct shared_group *g)
 {
     if (g->pace == PACE_RUN)
         s->shared->paused_count++;
     g->pace = PACE_PAUSED;
+    cursor_fall_behind(s, g);
+}
+
+/* Whether the delivery of `m` at `qos` to a member counts as outstanding (and counts it): a
+ * logged QoS 1/2 message of a group with a cursor. */
+static bool out_trackable(const struct shared_group *g, const struct msg *m, uint8_t qos)
+{
+    return g->cursor != NULL && qos > 0 && m->log_off != MSG_NOT_LOGGED;
+}
+
+static bool out_track(struct shared *sh, struct shared_group *g, const struct msg *m,
+                      uint8_t qos)
+{
+    if (!out_trackable(g, m, qos))
+        return false;
+    if (offset_set_add(&g->outstanding, m->origin_shard, m->log_off) == 0)
+        return true;
+    if ((sh->untracked++ & 1023) == 0)
+        LOG_WARN("shared", "outstanding_untracked reason=out_of_memory group=%s", g->name);
+    return false;
 }
 
 /* Gives `m` (borrowed) to one member of `g`, or keeps it while none is online. `is_paced`: it
@@ -651,12 +709,16 @@ static void group_deliver(struct shard *s, struct shared_group *g, const struct 
         struct session *sess = session_find(s->sessions, client_id);
         if (sess == NULL || sess->conn == NULL) /* Online here is known synchronously. */
             return;
-        if (is_paced && qos > 0 && sess->queue_len >= s->cfg->max_queued_messages) {
+        /* A group with a cursor never drops a logged message on a full queue: kept and sent
+         * again (catch-up deliveries the same, to pace the reading). */
+        if ((is_paced || out_trackable(g, m, qos)) && qos > 0 &&
+            sess->queue_len >= s->cfg->max_queued_messages) {
             backlog_push(s, g, m);
             group_pause(s, g);
             return;
         }
-        session_deliver_shared(s, sess, m, qos, retain, mb->sub_id, g->key);
+        session_deliver_shared(s, sess, m, qos, retain, mb->sub_id, g->key,
+                               out_track(sh, g, m, qos));
         return;
     }
     struct msg *own = msg_keep(m, s->id);
@@ -674,6 +736,7 @@ static void group_deliver(struct shard *s, struct shared_group *g, const struct 
     n->retain = retain;
     n->is_paced = is_paced;
     n->sub_id = mb->sub_id;
+    n->is_tracked = out_track(sh, g, m, qos);
     if (is_paced)
         g->paced_out++; /* answered by ACCEPTED or RETURN */
     shard_post(s, mb->home, (struct note){ .kind = NOTE_SHARED, .ptr = n });
@@ -699,9 +762,11 @@ void shared_cursor_pump(struct shard *s, struct session *c)
 /* Hands what the group kept while nobody was online to its members, oldest first. */
 static void backlog_flush(struct shard *s, struct shared_group *g)
 {
-    /* At most what it holds now: a local member with a full queue puts it back at the end. */
-    for (uint32_t n = g->backlog_len; n > 0 && g->online_count > 0 && g->pace != PACE_PAUSED;
-         n--) {
+    /* At most what it holds now (a local member with a full queue puts it back at the end),
+     * and at most what the online members' queues can take: the rest would come back. */
+    uint64_t room = (uint64_t)g->online_count * MAX(s->cfg->max_queued_messages, 1u);
+    for (uint32_t n = (uint32_t)MIN(g->backlog_len, room);
+         n > 0 && g->online_count > 0 && g->pace != PACE_PAUSED; n--) {
         struct msg *m = g->backlog[g->backlog_head];
         g->backlog_head = (g->backlog_head + 1) % g->backlog_cap;
         g->backlog_len--;
@@ -717,6 +782,18 @@ static void backlog_flush(struct shard *s, struct shared_group *g)
             g->backlog[g->backlog_head] = last;
         }
     }
+    if (g->backlog_len > 0 && g->online_count > 0)
+        group_pause(s, g); /* The rest once the members answered (shared_poll) or on the tick. */
+}
+
+/* Sends what `g` kept again and reads on (paused by a full member queue). */
+static void group_resume(struct shard *s, struct shared_group *g)
+{
+    ASSERT(g->pace == PACE_PAUSED);
+    g->pace = PACE_RUN;
+    s->shared->paused_count--;
+    backlog_flush(s, g); /* may pause it again (a local member still full) */
+    cursor_sync(s, g);
 }
 
 void shared_tick(struct shard *s)
@@ -724,12 +801,8 @@ void shared_tick(struct shard *s)
     struct shared *sh = s->shared;
     for (uint32_t i = 0; sh->paused_count > 0 && i <= sh->table_mask; i++) {
         for (struct shared_group *g = sh->table[i]; g != NULL; g = g->next) {
-            if (g->pace != PACE_PAUSED)
-                continue;
-            g->pace = PACE_RUN;
-            sh->paused_count--;
-            backlog_flush(s, g); /* may pause it again (a local member still full) */
-            cursor_sync(s, g);
+            if (g->pace == PACE_PAUSED)
+                group_resume(s, g);
         }
     }
 }
@@ -830,10 +903,10 @@ static bool session_in_group(const struct session *sess, uint64_t key)
     return false;
 }
 
-/* Gives `m` (borrowed) back to the owner of group `key`; `is_full`: a paced delivery that found
- * the member's queue full (the owner keeps it and pauses). */
+/* Gives `m` (borrowed) back to the owner of group `key`; `is_full`: a paced or tracked delivery
+ * that found the member's queue full (the owner keeps it and pauses). */
 static void give_back(struct shard *s, uint64_t key, const struct msg *m, bool is_paced,
-                      bool is_full)
+                      bool is_full, bool is_tracked)
 {
     struct msg *own = msg_keep(m, s->id);
     struct shared_note *n = own != NULL ? note_create(SHARED_RETURN, key, (struct slice){ 0 },
@@ -848,6 +921,7 @@ static void give_back(struct shard *s, uint64_t key, const struct msg *m, bool i
     n->msg = own;
     n->is_paced = is_paced;
     n->is_full = is_full;
+    n->is_tracked = is_tracked;
     s->shared->returned++;
     note_send(s, group_owner(s, key), n);
 }
@@ -870,19 +944,23 @@ static void on_deliver(struct shard *s, const struct shared_note *n)
 {
     struct session *sess = session_find(s->sessions, note_client_id(n));
     if (sess != NULL && sess->conn != NULL && session_in_group(sess, n->key)) {
-        if (!n->is_paced || n->options == 0 || sess->queue_len < s->cfg->max_queued_messages) {
-            session_deliver_shared(s, sess, n->msg, n->options, n->retain, n->sub_id, n->key);
+        /* Paced and tracked (a group with a cursor) deliveries go back rather than dropped. */
+        if ((!n->is_paced && !n->is_tracked) || n->options == 0 ||
+            sess->queue_len < s->cfg->max_queued_messages) {
+            session_deliver_shared(s, sess, n->msg, n->options, n->retain, n->sub_id, n->key,
+                                   n->is_tracked);
             if (n->is_paced)
                 accepted(s, n->key);
             return;
         }
-        give_back(s, n->key, n->msg, true, true); /* Full: the owner keeps it, slows down. */
+        /* Full: the owner keeps it, slows down. */
+        give_back(s, n->key, n->msg, n->is_paced, true, n->is_tracked);
         return;
     }
     /* It left or went offline after the owner chose it: the owner knows by now (its notes
      * from here are ordered), so it picks another member. */
     if (n->options > 0)
-        give_back(s, n->key, n->msg, n->is_paced, false);
+        give_back(s, n->key, n->msg, n->is_paced, false, n->is_tracked);
     else if (n->is_paced)
         accepted(s, n->key); /* QoS 0: dropped, but answered */
 }
@@ -897,6 +975,8 @@ static void on_return(struct shard *s, const struct shared_note *n)
     }
     if (n->is_paced && g->paced_out > 0) /* 0: reset by a membership change */
         g->paced_out--;
+    if (n->is_tracked) /* Counted again if delivered again; the backlog has its own floor. */
+        (void)offset_set_remove(&g->outstanding, n->msg->origin_shard, n->msg->log_off);
     if (n->is_full) {
         backlog_push(s, g, n->msg); /* A member's queue was full: kept, tried on the tick. */
         group_pause(s, g);
@@ -907,14 +987,119 @@ static void on_return(struct shard *s, const struct shared_note *n)
         cursor_sync(s, g); /* Reads on if that was the last answer awaited. */
 }
 
+/* A member made room (it took or acknowledged a delivery): a paused group need not wait for
+ * its tick, once the homes have answered everything it sent last (so that one answer does not
+ * send everything kept again). Resumed from the loop (shared_poll), never from here: a note
+ * from this shard comes from inside a session's PUBACK or queue handling. */
+static void want_resume(struct shard *s, struct shared_group *g)
+{
+    if (g->pace == PACE_PAUSED && g->paced_out == 0 && !s->stopping && !g->resume_wanted) {
+        g->resume_wanted = true;
+        s->shared->resume_wanted++;
+    }
+}
+
+/* One ended delivery on the owner. */
+static void done_one(struct shard *s, uint64_t key, uint16_t origin, uint64_t log_off)
+{
+    struct shared_group *g = group_find(s->shared, key);
+    if (g == NULL)
+        return;
+    /* Unknown ones are ignored: the group may be a new one under the same name. */
+    (void)offset_set_remove(&g->outstanding, origin, log_off);
+    if (g->cursor != NULL)
+        g->cursor->cursor_dirty = true; /* Its floor may rise: journaled on the tick. */
+    want_resume(s, g);
+}
+
+/* DONE on the owner. */
+static void on_done(struct shard *s, const struct shared_note *n)
+{
+    const struct shared_done *d = (const struct shared_done *)(const void *)n->text;
+    for (uint32_t i = 0; i < n->count; i++)
+        done_one(s, d[i].key, d[i].origin, d[i].log_off);
+}
+
+#define DONE_BATCH_MIN 64u
+#define DONE_BATCH_MAX 4096u
+
+/* Posts the DONE note being filled for `owner`. */
+static void done_post(struct shard *s, uint16_t owner)
+{
+    struct shared *sh = s->shared;
+    struct shared_note *n = sh->done[owner];
+    sh->done[owner] = NULL;
+    sh->done_pending--;
+    shard_post(s, owner, (struct note){ .kind = NOTE_SHARED, .ptr = n });
+}
+
+void shared_delivery_end(struct shard *s, uint64_t key, const struct msg *m)
+{
+    struct shared *sh = s->shared;
+    uint16_t owner = group_owner(s, key);
+    if (owner == s->id) {
+        done_one(s, key, m->origin_shard, m->log_off);
+        return;
+    }
+    struct shared_note *n = sh->done[owner];
+    if (n != NULL && n->count == sh->done_cap[owner] && n->count >= DONE_BATCH_MAX) {
+        done_post(s, owner);
+        n = NULL;
+    }
+    if (n == NULL || n->count == sh->done_cap[owner]) {
+        uint32_t cap = n == NULL ? DONE_BATCH_MIN : n->count * 2;
+        struct shared_note *grown =
+            realloc(n, sizeof(*n) + (size_t)cap * sizeof(struct shared_done));
+        if (grown == NULL) {
+            /* The owner counts it until the group ends: a crash would deliver it again. */
+            LOG_WARN("shared", "done_lost reason=out_of_memory");
+            return;
+        }
+        if (n == NULL) {
+            memset(grown, 0, sizeof(*grown));
+            grown->op = SHARED_DONE;
+            sh->done_pending++;
+        }
+        n = grown;
+        sh->done[owner] = n;
+        sh->done_cap[owner] = cap;
+    }
+    struct shared_done *d = (struct shared_done *)(void *)n->text;
+    d[n->count++] = (struct shared_done){ .key = key, .log_off = m->log_off,
+                                          .origin = m->origin_shard };
+}
+
+uint32_t shared_poll(struct shard *s)
+{
+    struct shared *sh = s->shared;
+    for (uint16_t i = 0; sh->done_pending > 0 && i < s->count; i++)
+        if (sh->done[i] != NULL)
+            done_post(s, i);
+    if (sh->resume_wanted == 0)
+        return 0;
+    for (uint32_t i = 0; sh->resume_wanted > 0 && i <= sh->table_mask; i++) {
+        for (struct shared_group *g = sh->table[i]; g != NULL; g = g->next) {
+            if (!g->resume_wanted)
+                continue;
+            g->resume_wanted = false;
+            sh->resume_wanted--;
+            if (g->pace == PACE_PAUSED)
+                group_resume(s, g);
+        }
+    }
+    return 1;
+}
+
 /* ACCEPTED on the owner. */
 static void on_accepted(struct shard *s, const struct shared_note *n)
 {
     struct shared_group *g = group_find(s->shared, n->key);
     if (g == NULL)
         return;
-    if (g->paced_out > 0 && --g->paced_out == 0) /* 0: reset by a membership change */
+    if (g->paced_out > 0 && --g->paced_out == 0) { /* 0: reset by a membership change */
         cursor_sync(s, g);
+        want_resume(s, g);
+    }
 }
 
 void shared_on_note(struct shard *s, const struct shared_note *n)
@@ -937,6 +1122,9 @@ void shared_on_note(struct shard *s, const struct shared_note *n)
     case SHARED_ACCEPTED:
         if (!s->stopping)
             on_accepted(s, n);
+        break;
+    case SHARED_DONE:
+        on_done(s, n); /* Also while stopping: the cursor's last journal counts on it. */
         break;
     default:
         ASSERT(false);
@@ -1013,7 +1201,7 @@ static void give_back_all(struct shard *s, struct session *sess, bool ending)
             sess->inflight[(sess->inflight_head + kept++) % sess->inflight_cap] = *e;
             continue;
         }
-        give_back(s, e->share_key, e->msg, false, false);
+        give_back(s, e->share_key, e->msg, false, false, e->share_tracked);
         msg_release(e->msg);
     }
     sess->inflight_len = kept;
@@ -1024,7 +1212,7 @@ static void give_back_all(struct shard *s, struct session *sess, bool ending)
             sess->queue[(sess->queue_head + kept++) % sess->queue_cap] = *e;
             continue;
         }
-        give_back(s, e->share_key, e->msg, false, false);
+        give_back(s, e->share_key, e->msg, false, false, e->share_tracked);
         msg_release(e->msg);
     }
     sess->queue_len = kept;

@@ -30,14 +30,22 @@
  *    The catch-up is paced by the members: the next answer is asked for only once the homes
  *    have answered every message of the previous ones (ACCEPTED or RETURN), and a member
  *    whose queue is at mqtt.max_queued_messages gives a message read from the log back
- *    instead of dropping it; the owner keeps it and stops reading until its next tick;
+ *    instead of dropping it; the owner keeps it and stops reading until its next tick. So
+ *    does a live delivery of such a group (a logged QoS 1/2 message): the cursor then stops
+ *    taking live messages (BEHIND, like a slow persistent session), and reads them from the
+ *    log once the members have room: a group with a cursor never drops one for a full queue;
  *  - deliveries given back while no member is online are kept in memory for the first member
  *    back (at most mqtt.max_queued_messages per group; they are already behind the cursor);
  *    so is everything of a group whose cursor could not be created (out of memory). The
  *    cursor's journaled positions stay at or below the oldest of them (shared_cursor_floor),
  *    so a restart reads them from the log again; what followed them is then delivered again
- *    too (at least once). Deliveries a member holds unacknowledged while online are not
- *    covered yet: a crash loses those.
+ *    too (at least once);
+ *  - so are the deliveries of a group with a cursor that are on their way or held by a member,
+ *    online or not: the owner counts each logged QoS 1/2 delivery as outstanding (origin, log
+ *    offset) from the moment it picks a member until the member's home reports its end with a
+ *    DONE note (PUBACK, PUBREC, or dropped: expired, too large) or gives it back
+ *    (RETURN). A crash then reads them from the log again too. A QoS 2 delivery counts until
+ *    its PUBREC: one sent but not PUBREC'd before a crash comes again with a new packet id.
  *
  * Order: a publisher's messages reach the owner in order (rings are FIFO) and the owner's notes
  * to a member's home are FIFO too, so with the hash policy each publisher's messages reach one
@@ -64,6 +72,9 @@ enum shared_op {
     SHARED_RETURN = 4,       /* home -> owner: `msg` was not acknowledged by a member that left,
                               * or could not be given to it */
     SHARED_ACCEPTED = 5,     /* home -> owner: a paced DELIVER was queued for the member */
+    SHARED_DONE = 6,         /* home -> owner: tracked deliveries ended (acknowledged, PUBREC'd
+                              * or dropped): `count` struct shared_done in `text`, of any of
+                              * the owner's groups (one note per loop iteration and owner) */
 };
 struct shared_note {
     uint8_t op;              /* enum shared_op */
@@ -74,15 +85,28 @@ struct shared_note {
     bool is_paced;           /* DELIVER: read from the log (or kept): answered with exactly
                               * one ACCEPTED or RETURN (is_paced set), and given back (is_full)
                               * rather than dropped when the member's queue is full */
-    bool is_full;            /* RETURN */
+    bool is_full;            /* RETURN: the member's queue was full (paced or tracked) */
+    bool is_tracked;         /* DELIVER, RETURN: counted in the group's outstanding set; a
+                              * tracked DELIVER is given back rather than dropped when the
+                              * member's queue is full, like a paced one */
     uint16_t home;           /* MEMBER, LEAVE: the member's home shard */
     uint16_t name_len;       /* MEMBER, LEAVE: the group string, first in `text` */
     uint16_t client_id_len;  /* MEMBER, LEAVE, DELIVER: the client id, after the name */
     uint32_t sub_id;         /* MEMBER, DELIVER */
     uint64_t key;            /* the group: hash of its string */
+    uint32_t count;          /* DONE: entries in `text` */
     struct msg *msg;         /* DELIVER, RETURN: the sender's, one reference held */
-    char text[];
+    _Alignas(8) char text[]; /* DONE: struct shared_done entries */
 };
+
+/* One delivery that ended, in a DONE note. */
+struct shared_done {
+    uint64_t key;            /* its group */
+    uint64_t log_off;        /* the message's log offset */
+    uint16_t origin;         /* the message's origin shard */
+};
+STATIC_ASSERT(offsetof(struct shared_note, text) % _Alignof(struct shared_done) == 0,
+              "DONE entries are aligned in a note's text");
 
 /* Per-shard state, created with the shard (main thread) and destroyed with it (main thread,
  * after the shards stopped: it releases the messages it still holds). NULL when out of memory. */
@@ -117,8 +141,9 @@ void shared_session_end(struct shard *s, struct session *sess);
 /* The cursor of a group (core/shared.c) is a session of the owner shard: true for it. */
 bool shared_is_cursor(const struct session *sess);
 /* Lowers `pos1[o]` (one per shard of the process: the QoS 1/2 positions cursor `c` is about to
- * journal) to the oldest message its group keeps in memory from origin o, so that after a
- * restart the cursor reads those again (at least once) instead of losing them. */
+ * journal) to the oldest message from origin o its group keeps in memory or counts as
+ * outstanding, so that after a restart the cursor reads those again (at least once) instead of
+ * losing them. */
 void shared_cursor_floor(struct shard *s, const struct session *c, uint64_t *pos1);
 /* Whether cursor `c` should read on from the log now (its group has an online member). */
 bool shared_cursor_wants(struct shard *s, const struct session *c);
@@ -129,6 +154,14 @@ void shared_cursor_pump(struct shard *s, struct session *c);
 /* On the shard's tick: resumes the groups whose catch-up paused because a member's queue was
  * full (the kept messages first). */
 void shared_tick(struct shard *s);
+/* Once per loop iteration: posts the batched DONE notes, and resumes the paused groups whose
+ * members made room since (took or acknowledged a delivery). Returns 1 if it did work. */
+uint32_t shared_poll(struct shard *s);
+
+/* Home side: a delivery marked `share_tracked` (struct session_out) of group `key` ended
+ * without going back to the group: tells the owner (at once on this shard; else batched into
+ * one DONE note per owner, posted by shared_poll in the same loop iteration). */
+void shared_delivery_end(struct shard *s, uint64_t key, const struct msg *m);
 
 /* Owner side: a message routed on this shard (published here or from a note); every group
  * this shard owns whose filter matches `m->topic` gets it once. `m` is borrowed. */
