@@ -114,13 +114,12 @@ $(BUILD)/bench/bench_report.o: CFLAGS += -DKEELMQ_VERSION='"$(VERSION)"'
 # --- end of keelmq-bench ---
 
 # --- keelmq-storebench: the commit log micro-benchmark with its raw-disk reference. One file,
-# linked against the library (store/commitlog.h, io/uring.h) and the bench histogram only;
+# linked against the library (store/commitlog.h, io/uring.h, core/histogram.h) only;
 # not part of libbench.a (see BENCH_LIB_SRCS). docs/benchmarks.md "Store micro-benchmark".
 all: $(BUILD)/keelmq-storebench
 bench: $(BUILD)/keelmq-storebench
 
-$(BUILD)/keelmq-storebench: $(BUILD)/bench/storebench.o $(BUILD)/bench/histogram.o \
-                            $(BUILD)/libkeelmq.a
+$(BUILD)/keelmq-storebench: $(BUILD)/bench/storebench.o $(BUILD)/libkeelmq.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bench/storebench.o: CFLAGS += -DKEELMQ_VERSION='"$(VERSION)"'

@@ -20,7 +20,7 @@
 
 #include "bench/bench_options.h"
 #include "bench/bench_track.h"
-#include "bench/histogram.h"
+#include "core/histogram.h"
 
 #define BENCH_CONNECTING_MAX 512u            /* connects (until CONNACK) in flight */
 #define BENCH_DRAIN_IDLE_NS 2000000000ull    /* drain ends after this long without a delivery */

@@ -39,7 +39,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include "bench/histogram.h"
+#include "core/histogram.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "io/uring.h"

@@ -694,12 +694,19 @@ static void *shard_thread(void *arg)
                  (unsigned long long)s->stats.dropped_queue,
                  (unsigned long long)s->stats.dropped_expired,
                  (unsigned long long)s->stats.dropped_too_large);
+        const struct histogram *commit = &s->log.commit_us;
         LOG_INFO("shard", "stopped_log log_full=%llu backlog_holds=%llu ack_holds=%llu "
-                 "log_writes=%llu log_bytes=%llu",
+                 "log_writes=%llu log_bytes=%llu commit_records=%llu commit_us_p50=%llu "
+                 "commit_us_p99=%llu commit_us_p999=%llu commit_us_max=%llu",
                  (unsigned long long)s->stats.log_full,
                  (unsigned long long)s->stats.backlog_holds,
                  (unsigned long long)s->stats.ack_holds, (unsigned long long)s->log.writes,
-                 (unsigned long long)s->log.bytes_written);
+                 (unsigned long long)s->log.bytes_written,
+                 (unsigned long long)commit->total_count,
+                 (unsigned long long)histogram_percentile(commit, 50.0),
+                 (unsigned long long)histogram_percentile(commit, 99.0),
+                 (unsigned long long)histogram_percentile(commit, 99.9),
+                 (unsigned long long)commit->max);
         if (s->cfg->p2p)
             LOG_INFO("shard", "stopped_p2p delivered=%llu no_target=%llu",
                      (unsigned long long)s->stats.p2p_delivered,

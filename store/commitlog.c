@@ -94,6 +94,8 @@ static void batch_start(struct commitlog_batch *b, int fd, uint64_t base_off, ui
     ASSERT(base_off % RECORD_BLOCK == 0 && base_off >= seg_base);
     b->len = 0;
     b->has_read_back = false;
+    b->records = 0;
+    b->first_ns = 0;
     b->fd = fd;
     b->base_off = base_off;
     b->file_off = base_off - seg_base;
@@ -167,6 +169,7 @@ int commitlog_open(struct commitlog *log, const char *dir, const struct config *
     /* The recovery scan ends on a block boundary (it pads a torn batch's survivors). */
     ASSERT(end_off % RECORD_BLOCK == 0);
     batch_start(&log->cur, fd, end_off, log->seg_base);
+    histogram_reset(&log->commit_us);
     log->append_off = log->written_off = log->durable_off = end_off;
     log->segment_bytes = seg_size > 0 ? seg_size : log->segment_bytes;
     if (end_off + SEAL_ROOM > log->seg_base + log->segment_bytes) {
@@ -259,6 +262,8 @@ static int64_t reserve_record(struct commitlog *log, uint32_t len)
     int rc = batch_reserve(&log->cur, len + SEAL_ROOM);
     if (rc < 0)
         return rc;
+    if (log->cur.records++ == 0)
+        log->cur.first_ns = base_now_ns();
     return (int64_t)log->append_off;
 }
 
@@ -312,6 +317,8 @@ static void submit_write(struct commitlog *log, struct io_uring *ring,
     *b = t;
     b->len = 0;
     b->has_read_back = false;
+    b->records = 0;
+    b->first_ns = 0;
     struct io_uring_sqe *sqe = uring_sqe(ring);
     io_uring_prep_write(sqe, log->inflight.fd, log->inflight.buf, log->inflight.len,
                         log->inflight.file_off);
@@ -370,8 +377,13 @@ void commitlog_on_write(struct commitlog *log, int res)
         close(log->old_fd);
         log->old_fd = -1;
     }
-    if (log->flush == STORE_FLUSH_SYNC)
+    if (log->flush == STORE_FLUSH_SYNC) {
         log->durable_off = log->written_off;
+        if (log->inflight.records > 0)
+            histogram_record_n(&log->commit_us,
+                               (base_now_ns() - log->inflight.first_ns) / 1000u,
+                               log->inflight.records);
+    }
 }
 
 void commitlog_on_sync(struct commitlog *log, int res)

@@ -30,6 +30,7 @@
 
 #include "core/base.h"
 #include "core/config.h"
+#include "core/histogram.h"
 #include "store/record.h"
 #include "store/tailcache.h"
 
@@ -45,6 +46,8 @@ struct commitlog_batch {
     uint64_t file_off;       /* offset of buf[0] in that file */
     bool has_read_back;      /* holds a record catch-up may read: anything but QoS 0 messages
                               * (never indexed) and pads; else the hot tail skips it */
+    uint32_t records;        /* appended records (pads not counted) */
+    uint64_t first_ns;       /* monotonic time of the first of them */
 };
 
 struct commitlog {
@@ -70,6 +73,9 @@ struct commitlog {
     uint64_t bytes_written;
     uint64_t writes;
     uint64_t syncs;
+    /* store.flush = sync: per record, microseconds from the first append of its batch to the
+     * completion of the batch's write (an upper bound of the record's own commit latency). */
+    struct histogram commit_us;
 };
 
 /* Opens the log of one shard in `dir` (created if missing) for appending at `end_off`, the

@@ -1,4 +1,4 @@
-/* tests/unit/test_histogram.c - bench/histogram: bucket layout, percentiles against known
+/* tests/unit/test_histogram.c - core/histogram: bucket layout, percentiles against known
  * distributions within the documented 1/64 precision, merge, and the edges (0, the largest
  * value, values past it, an empty histogram).
  */
@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 
-#include "bench/histogram.h"
+#include "core/histogram.h"
 
 TestSuite(histogram);
 

@@ -1,4 +1,4 @@
-/* bench/histogram.c - log-linear histogram (layout and precision in bench/histogram.h).
+/* core/histogram.c - log-linear histogram (layout and precision in core/histogram.h).
  * One owner per histogram; no allocation.
  *
  * Index arithmetic: with H = 2^HISTOGRAM_SUB_BITS, a value v < 2H is its own index. For a
@@ -6,7 +6,7 @@
  * [H, 2H); the index is shift * H + mantissa, so consecutive powers of two occupy consecutive
  * runs of H indexes and the table has no holes.
  */
-#include "bench/histogram.h"
+#include "core/histogram.h"
 
 #include <string.h>
 

@@ -1,7 +1,8 @@
-/* bench/histogram.h - a log-linear latency histogram (our own; Debian packages no C
- * HdrHistogram).
+/* core/histogram.h - a log-linear latency histogram (our own; Debian packages no C
+ * HdrHistogram), used by the load generators and by the commit log (commit latency).
  *
- * Values are unsigned integers (keelmq-bench records nanoseconds). Values below 128 have one
+ * Values are unsigned integers (keelmq-bench records nanoseconds, the commit log
+ * microseconds). Values below 128 have one
  * bucket each; above, every power-of-two range [2^k, 2^(k+1)) is split linearly into 64
  * buckets, so a bucket's width is at most 1/64 of its lower bound: a percentile is reported
  * within 1.6 % of the true value (always at or above it, like HdrHistogram's "highest
@@ -12,8 +13,8 @@
  * Not thread-safe: one owner; merge copies from another histogram the caller owns or has
  * exclusive access to.
  */
-#ifndef KEELMQ_BENCH_HISTOGRAM_H
-#define KEELMQ_BENCH_HISTOGRAM_H
+#ifndef KEELMQ_CORE_HISTOGRAM_H
+#define KEELMQ_CORE_HISTOGRAM_H
 
 #include "core/base.h"
 
@@ -41,16 +42,22 @@ uint32_t histogram_bucket_idx(uint64_t value);
 /* Highest value that falls into bucket `idx` (< HISTOGRAM_BUCKETS). Pure. */
 uint64_t histogram_bucket_high(uint32_t idx);
 
-static inline void histogram_record(struct histogram *h, uint64_t value)
+/* Records `value` `n` times (n > 0). */
+static inline void histogram_record_n(struct histogram *h, uint64_t value, uint64_t n)
 {
-    h->counts[histogram_bucket_idx(value)]++;
-    h->total_count++;
+    h->counts[histogram_bucket_idx(value)] += n;
+    h->total_count += n;
     if (UNLIKELY(value > HISTOGRAM_VALUE_MAX))
-        h->clamped_count++;
+        h->clamped_count += n;
     if (value < h->min)
         h->min = value;
     if (value > h->max)
         h->max = value;
+}
+
+static inline void histogram_record(struct histogram *h, uint64_t value)
+{
+    histogram_record_n(h, value, 1);
 }
 
 /* The value below or at which `percentile` % (0 < percentile <= 100) of the recorded values
