@@ -1063,8 +1063,8 @@ void session_conn_lost(struct shard *s, struct conn *c, bool publish_will)
     struct msg *will = will_take(sess);
     if (will != NULL && publish_will && sess->persistent && sess->cold->will_delay_s > 0) {
         /* MQTT-3.1.3-9: held for its delay; session_tick sends it, a reconnect cancels it.
-         * Journaled, so a restart does not lose it (a will of a connection the server
-         * closes itself, at a stop, is never published: no journal record needed then). */
+         * Journaled, so a restart does not lose it (also for a connection the server
+         * closes itself at a stop). */
         sess->cold->will = will;
         sess->cold->will_due_ms = s->now_ms + (uint64_t)sess->cold->will_delay_s * 1000u;
         will = NULL;

@@ -472,9 +472,11 @@ static void begin_stop(struct shard *s)
             pkt.reason.rc = MQTT_RC_SERVER_SHUTTING_DOWN;
             (void)session_write_packet(s, c, &pkt); /* Best effort. */
         }
-        /* A server shutdown is not the client's fault: no will (as with a clean stop of
-         * Mosquitto); persistent sessions stay, for the store to keep once it exists. */
-        session_conn_lost(s, c, false);
+        /* The server closes the connection without a DISCONNECT from the client: its will
+         * goes out (MQTT-3.1.2-8), into the log, so persistent subscribers get it after the
+         * restart; one held by its v5 delay is journaled and goes out when due. Persistent
+         * sessions stay. */
+        session_conn_lost(s, c, true);
         conn_close(s, c, "server shutting down");
     }
 }

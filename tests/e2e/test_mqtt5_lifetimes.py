@@ -18,7 +18,7 @@ from paho.mqtt.properties import Properties
 
 from harness import (CONNACK, DISCONNECT, EVENT_TIMEOUT_S, Broker, BrokerTestCase, Client,
                      encode_varint, get_event, home_shards, is_mosquitto, packet,
-                     per_shard_count)
+                     per_shard_count, QUIET_S)
 
 DISCONNECT_WITH_WILL = 0x04
 PROTOCOL_ERROR = 0x82
@@ -421,6 +421,28 @@ class LifetimeCases:
         again.disconnect()
         self.broker.restart()
         self.assert_no_will_restored("wr-leaver")
+
+    def test_wills_of_connections_open_at_a_stop_go_out(self):
+        # The server closes them without a DISCONNECT from the client (MQTT-3.1.2-8): a will
+        # without delay goes out at the stop, into the log, so a persistent subscriber gets
+        # it after the restart; a will held by its delay is journaled and restored.
+        watcher = self.v5("ws-watch", clean=False, session_expiry=600)
+        watcher.connect()
+        watcher.subscribe("ws/will", 1)
+        watcher.disconnect()
+        now = self.v5("ws-now", will=("ws/will", b"gone", 1, False))
+        now.connect()
+        later = self.v5("ws-later", clean=False, session_expiry=600,
+                        will=("ws/later", b"held", 1, False), will_delay=3600)
+        later.connect()
+        self.broker.restart()
+        self.broker.await_log(r"will_restored client=ws-later delay_s=3600 ")
+        watcher = self.v5("ws-watch", clean=False, session_expiry=600)
+        self.assertEqual(watcher.connect()[0], 1)
+        message = watcher.expect_message(timeout=LOG_TIMEOUT_S)
+        self.assertEqual((message.topic, message.payload), ("ws/will", b"gone"))
+        watcher.expect_no_message(QUIET_S)
+        watcher.disconnect()
 
 
 if not is_mosquitto():
