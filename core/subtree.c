@@ -470,40 +470,6 @@ list_report(const struct subtree_list *list, subtree_match_fn fn, void *ctx, boo
         fn(ctx, list->subs[i].owner, list->subs[i].options, list->subs[i].sub_id);
 }
 
-/* Whether the tail `filter` (a filter's last levels) matches `rest`, the topic from the level
- * the tail starts at (maybe one empty level). topic_match without the '$' rule, which applies
- * at the root only: match_walk does not look at the root's '+' and '#' children for a '$'
- * topic, and a tail never starts with '#'. */
-static bool tail_match(const uint8_t *f, uint32_t flen, const uint8_t *n, uint32_t nlen)
-{
-    uint32_t fi = 0;
-    uint32_t ni = 0;
-    for (;;) {
-        if (fi < flen && f[fi] == '#')
-            return true;
-        if (fi < flen && f[fi] == '+') {
-            fi++;
-            while (ni < nlen && n[ni] != '/')
-                ni++;
-        } else {
-            while (fi < flen && f[fi] != '/') {
-                if (ni >= nlen || n[ni] != f[fi])
-                    return false;
-                fi++;
-                ni++;
-            }
-            if (ni < nlen && n[ni] != '/')
-                return false;
-        }
-        if (fi == flen)
-            return ni == nlen;
-        if (ni == nlen)
-            return fi + 2 == flen && f[fi + 1] == '#';
-        fi++;
-        ni++;
-    }
-}
-
 struct match_frame {
     uint32_t node; /* a node whose filter prefix matched the topic up to `pos` */
     uint32_t pos;  /* where the next topic level starts; past the end when none is left */
@@ -552,8 +518,11 @@ match_walk(const struct subtree *tree, struct slice topic, subtree_match_fn fn, 
             const struct trie_node *c = trie_node(t, children[i]);
             if (trie_is_tail(c)) { /* its last levels at once (core/trie.h) */
                 uint32_t start = (uint32_t)(level.ptr - topic.ptr);
-                if (tail_match(trie_level_bytes(c), trie_level_len(c), level.ptr,
-                               topic.len - start))
+                /* No '$' rule here: it applies at the root only, where match_walk skips
+                 * the wildcard children of a '$' topic, and a tail never starts with '#'. */
+                if (topic_match_levels((struct slice){ trie_level_bytes(c),
+                                                       trie_level_len(c) },
+                                       (struct slice){ level.ptr, topic.len - start }))
                     list_report(c->value, fn, ctx, marks);
                 continue;
             }

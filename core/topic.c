@@ -79,12 +79,18 @@ bool topic_filter_valid(struct slice filter)
 bool topic_match(struct slice filter, struct slice name)
 {
     ASSERT_HOT(filter.len > 0 && name.len > 0);
+    if (name.ptr[0] == '$' && (filter.ptr[0] == '+' || filter.ptr[0] == '#'))
+        return false;
+    return topic_match_levels(filter, name);
+}
+
+bool topic_match_levels(struct slice filter, struct slice name)
+{
+    ASSERT_HOT(filter.len > 0);
     const uint8_t *f = filter.ptr;
     const uint8_t *n = name.ptr;
     uint32_t flen = filter.len;
     uint32_t nlen = name.len;
-    if (n[0] == '$' && (f[0] == '+' || f[0] == '#'))
-        return false;
     uint32_t fi = 0;
     uint32_t ni = 0;
     for (;;) {

@@ -22,6 +22,10 @@ bool topic_filter_valid(struct slice filter);
 /* True if `name` matches `filter` (both valid). A name starting with '$' is not matched by a
  * filter whose first level is '+' or '#' (MQTT-4.7.2-1). Empty levels are levels. */
 bool topic_match(struct slice filter, struct slice name);
+/* topic_match without the '$' rule, for matching from a level other than the first (the
+ * subscription tree's tails, core/trie.h): `filter` non-empty, `name` the rest of a topic
+ * from the level `filter` starts at, possibly empty (one empty level). */
+bool topic_match_levels(struct slice filter, struct slice name);
 
 /* If `filter` starts with "$share/", splits it into the group and the real filter and returns
  * 1; returns 0 for a non-shared filter and -1 for a malformed shared filter (empty or

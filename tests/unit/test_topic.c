@@ -342,3 +342,17 @@ Test(topic, random_pairs_agree_with_a_naive_matcher)
             cr_assert_fail("filter '%s' name '%s'", filter, name);
     }
 }
+
+Test(topic, match_levels_has_no_dollar_rule_and_takes_an_empty_rest)
+{
+    /* The subscription tree matches a tail from a later level (core/trie.h). */
+    cr_assert(topic_match_levels(s("+/alarm"), s("line/alarm")));
+    cr_assert(topic_match_levels(s("#"), s("$SYS/x")), "the '$' rule is the caller's");
+    cr_assert(topic_match_levels(s("+"), s("$x")));
+    cr_assert_not(topic_match(s("+"), s("$x")));
+    cr_assert(topic_match_levels(s("+"), (struct slice){ (const uint8_t *)"", 0 }),
+              "an empty rest is one empty level");
+    cr_assert_not(topic_match_levels(s("a"), (struct slice){ (const uint8_t *)"", 0 }));
+    cr_assert(topic_match_levels(s("a/#"), s("a")));
+    cr_assert_not(topic_match_levels(s("a/+/b"), s("a/b")));
+}
