@@ -659,7 +659,8 @@ static void cursor_fall_behind(struct shard *s, struct shared_group *g)
             c->origins[i].mode = ORIGIN_BEHIND;
 }
 
-/* A member's queue was full: what came back is kept and sent again on the tick. */
+/* A member's queue was full: what came back is kept and sent again once the members answered
+ * (shared_poll) or on the tick. */
 static void group_pause(struct shard *s, struct shared_group *g)
 {
     if (g->pace == PACE_RUN)
@@ -668,17 +669,18 @@ static void group_pause(struct shard *s, struct shared_group *g)
     cursor_fall_behind(s, g);
 }
 
-/* Whether the delivery of `m` at `qos` to a member counts as outstanding (and counts it): a
- * logged QoS 1/2 message of a group with a cursor. */
-static bool out_trackable(const struct shared_group *g, const struct msg *m, uint8_t qos)
+/* Whether the delivery of `m` at `qos` to a member counts as outstanding: a logged QoS 1/2
+ * message of a group with a cursor. */
+static bool is_trackable(const struct shared_group *g, const struct msg *m, uint8_t qos)
 {
     return g->cursor != NULL && qos > 0 && m->log_off != MSG_NOT_LOGGED;
 }
 
-static bool out_track(struct shared *sh, struct shared_group *g, const struct msg *m,
-                      uint8_t qos)
+/* Counts the delivery as outstanding if it is trackable. False when it is not counted. */
+static bool track_outstanding(struct shared *sh, struct shared_group *g, const struct msg *m,
+                              uint8_t qos)
 {
-    if (!out_trackable(g, m, qos))
+    if (!is_trackable(g, m, qos))
         return false;
     if (offset_set_add(&g->outstanding, m->origin_shard, m->log_off) == 0)
         return true;
@@ -711,14 +713,14 @@ static void group_deliver(struct shard *s, struct shared_group *g, const struct 
             return;
         /* A group with a cursor never drops a logged message on a full queue: kept and sent
          * again (catch-up deliveries the same, to pace the reading). */
-        if ((is_paced || out_trackable(g, m, qos)) && qos > 0 &&
+        if ((is_paced || is_trackable(g, m, qos)) && qos > 0 &&
             sess->queue_len >= s->cfg->max_queued_messages) {
             backlog_push(s, g, m);
             group_pause(s, g);
             return;
         }
         session_deliver_shared(s, sess, m, qos, retain, mb->sub_id, g->key,
-                               out_track(sh, g, m, qos));
+                               track_outstanding(sh, g, m, qos));
         return;
     }
     struct msg *own = msg_keep(m, s->id);
@@ -736,7 +738,7 @@ static void group_deliver(struct shard *s, struct shared_group *g, const struct 
     n->retain = retain;
     n->is_paced = is_paced;
     n->sub_id = mb->sub_id;
-    n->is_tracked = out_track(sh, g, m, qos);
+    n->is_tracked = track_outstanding(sh, g, m, qos);
     if (is_paced)
         g->paced_out++; /* answered by ACCEPTED or RETURN */
     shard_post(s, mb->home, (struct note){ .kind = NOTE_SHARED, .ptr = n });
@@ -759,7 +761,8 @@ void shared_cursor_pump(struct shard *s, struct session *c)
         cursor_sync(s, g); /* Asks for more where it is still behind. */
 }
 
-/* Hands what the group kept while nobody was online to its members, oldest first. */
+/* Hands what the group kept (while nobody was online, or when a member's queue was full) to
+ * its members, oldest first. */
 static void backlog_flush(struct shard *s, struct shared_group *g)
 {
     /* At most what it holds now (a local member with a full queue puts it back at the end),

@@ -35,7 +35,8 @@
  *    taking live messages (BEHIND, like a slow persistent session), and reads them from the
  *    log once the members have room: a group with a cursor never drops one for a full queue;
  *  - deliveries given back while no member is online are kept in memory for the first member
- *    back (at most mqtt.max_queued_messages per group; they are already behind the cursor);
+ *    back (at most mqtt.max_queued_messages per group, 2^20 for a group with a cursor; they
+ *    are already behind the cursor);
  *    so is everything of a group whose cursor could not be created (out of memory). The
  *    cursor's journaled positions stay at or below the oldest of them (shared_cursor_floor),
  *    so a restart reads them from the log again; what followed them is then delivered again

@@ -357,9 +357,10 @@ class Client:
             raise AssertionError("connection refused with code %r" % rc)
         return session_present, rc_value
 
-    def subscribe(self, topic, qos, timeout=EVENT_TIMEOUT_S):
-        """Subscribes and awaits SUBACK; returns the granted QoS (or reason code) as an int."""
-        result, mid = self.paho.subscribe(topic, qos)
+    def subscribe(self, topic, qos=0, timeout=EVENT_TIMEOUT_S, options=None, properties=None):
+        """Subscribes and awaits SUBACK; returns the granted QoS (or reason code) as an int.
+        v5: `options` (paho SubscribeOptions, instead of qos) and `properties`."""
+        result, mid = self.paho.subscribe(topic, qos, options=options, properties=properties)
         if result != mqtt.MQTT_ERR_SUCCESS:
             raise AssertionError("subscribe failed locally: %d" % result)
         deadline = time.monotonic() + timeout

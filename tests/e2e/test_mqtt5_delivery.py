@@ -231,16 +231,6 @@ class Base:
         self.addCleanup(raw.close)
         return raw
 
-    def subscribe_paho(self, client, topic, options, properties=None):
-        """paho subscribe with SubscribeOptions; returns the granted reason code."""
-        result, mid = client.paho.subscribe(topic, options=options, properties=properties)
-        self.assertEqual(result, 0)
-        while True:
-            ack_mid, granted = harness.get_event(client.subacks, harness.EVENT_TIMEOUT_S,
-                                                 "SUBACK")
-            if ack_mid == mid:
-                return granted[0].value
-
 
 class AliasCases(Base):
     def test_client_alias_defined_then_used_reaches_subscriber(self):
@@ -442,7 +432,7 @@ class MaxQosCases(Base):
 class OptionCases(Base):
     def test_no_local(self):
         client = self.connected(version=V5, client_id="nl-self")
-        self.subscribe_paho(client, "nl/t", SubscribeOptions(qos=1, noLocal=True))
+        client.subscribe("nl/t", options=SubscribeOptions(qos=1, noLocal=True))
         client.publish("nl/t", b"own", 1)
         other = self.connected(version=V5)
         other.publish("nl/t", b"other", 1)
@@ -451,9 +441,9 @@ class OptionCases(Base):
 
     def test_retain_as_published(self):
         keep = self.connected(version=V5)
-        self.subscribe_paho(keep, "rap/t", SubscribeOptions(qos=1, retainAsPublished=True))
+        keep.subscribe("rap/t", options=SubscribeOptions(qos=1, retainAsPublished=True))
         clear = self.connected(version=V5)
-        self.subscribe_paho(clear, "rap/t", SubscribeOptions(qos=1, retainAsPublished=False))
+        clear.subscribe("rap/t", options=SubscribeOptions(qos=1, retainAsPublished=False))
         publisher = self.connected(version=V5)
         publisher.publish("rap/t", b"r", 1, retain=True)
         publisher.publish("rap/t", b"n", 1, retain=False)
@@ -469,7 +459,7 @@ class OptionCases(Base):
             client = self.connected(version=V5)
             options = SubscribeOptions(qos=1, retainHandling=handling)
             for label, expect in (("first", first), ("again", again)):
-                self.subscribe_paho(client, "rh/t", options)
+                client.subscribe("rh/t", options=options)
                 if expect:
                     message = client.expect_message()
                     self.assertEqual((bytes(message.payload), message.retain), (b"kept", True),
@@ -500,7 +490,7 @@ class OptionCases(Base):
         for topic, sub_id in (("idp/#", 1), ("idp/+", 2)):
             properties = Properties(PacketTypes.SUBSCRIBE)
             properties.SubscriptionIdentifier = sub_id
-            self.subscribe_paho(client, topic, SubscribeOptions(qos=1), properties)
+            client.subscribe(topic, options=SubscribeOptions(qos=1), properties=properties)
         publisher = self.connected(version=V5)
         publisher.publish("idp/a", b"live", 1)
         message = client.expect_message()

@@ -57,6 +57,16 @@ def join_group(case, group, count, qos=1, versions=(5,), prefix="m"):
     return clients
 
 
+def raw_member(case, client_id, group, clean=True, version=5, qos=1):
+    """A raw member of `group` (it acknowledges nothing by itself), its SUBACK checked."""
+    raw = case.raw(version=version)
+    kwargs = {"session_expiry": 300} if (version == 5 and not clean) else {}
+    raw.connect(client_id, clean=clean, **kwargs)
+    raw.send(subscribe_packet(1, [(group, qos)], version=version))
+    case.assertEqual(raw_suback(raw, version), bytes([qos]))
+    return raw
+
+
 class Inbox:
     """One queue for the messages of several paho clients: (member index, message)."""
 
@@ -210,18 +220,9 @@ class SharedCases:
         self.assertEqual({i for i, _ in got}, {0})
         inbox.expect_none(0.3)
 
-    def raw_member(self, client_id, group, clean=True, version=5):
-        """A member that reads PUBLISHes but never acknowledges them."""
-        raw = self.raw(version=version)
-        kwargs = {"session_expiry": 300} if (version == 5 and not clean) else {}
-        raw.connect(client_id, clean=clean, **kwargs)
-        raw.send(subscribe_packet(1, [(group, 1)], version=version))
-        self.assertEqual(raw_suback(raw, version), b"\x01")
-        return raw
-
     def unacked_go_to_another_member(self, clean, version):
         group = "$share/q/t"
-        raw = self.raw_member("silent", group, clean=clean, version=version)
+        raw = raw_member(self, "silent", group, clean=clean, version=version)
         other = self.connected(client_id="other", version=5)
         other.subscribe(group, 1)
         await_group(self.broker, group, 2)
@@ -252,7 +253,7 @@ class SharedCases:
         # group, which keeps them for the first member back. A restart must not lose them
         # (the cursor journals its positions no later than they are).
         group = "$share/rs/t"
-        raw = self.raw_member("rs-silent", group, clean=False, version=5)
+        raw = raw_member(self, "rs-silent", group, clean=False, version=5)
         await_group(self.broker, group, 1)
         publisher = self.connected(client_id="rs-pub", version=5)
         count = 100
@@ -285,7 +286,7 @@ class SharedCases:
         # own positions do not cover shared deliveries: the owner counts them as outstanding
         # and journals the cursor no later than they are.
         group = "$share/hold/t"
-        raw = self.raw_member("holder", group, clean=False, version=5)
+        raw = raw_member(self, "holder", group, clean=False, version=5)
         await_group(self.broker, group, 1)
         publisher = self.connected(client_id="hold-pub", version=5)
         count = 100
@@ -322,10 +323,7 @@ class SharedCases:
         # nothing stays outstanding, so the cursor journals its position past them and a
         # restart does not send them again.
         group = "$share/acked%d/t" % qos
-        raw = self.raw(version=5)
-        raw.connect("acker", clean=False, session_expiry=300)
-        raw.send(subscribe_packet(1, [(group, qos)], version=5))
-        self.assertEqual(raw_suback(raw, 5), bytes([qos]))
+        raw = raw_member(self, "acker", group, clean=False, qos=qos)
         await_group(self.broker, group, 1)
         publisher = self.connected(client_id="acked-pub", version=5)
         count = 100
@@ -413,10 +411,7 @@ class SmallQueueCases:
         """A persistent member reads nothing while 30 times its queue limit is published to
         its group, then reads and acknowledges: it gets every message (at least once)."""
         group = "$share/full/t"
-        raw = self.raw(version=5)
-        raw.connect("full-member", clean=False, session_expiry=300)
-        raw.send(subscribe_packet(1, [(group, 1)], version=5))
-        self.assertEqual(raw_suback(raw, 5), b"\x01")
+        raw = raw_member(self, "full-member", group, clean=False)
         await_group(self.broker, group, 1)
         publisher = self.connected(client_id="full-pub", version=5)
         count = 3000

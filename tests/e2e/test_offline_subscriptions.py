@@ -37,14 +37,8 @@ class OfflineSubscriptionCases:
             if sub_id:
                 properties = Properties(PacketTypes.SUBSCRIBE)
                 properties.SubscriptionIdentifier = sub_id
-            result, mid = client.paho.subscribe(topic, options=options, properties=properties)
-            self.assertEqual(result, 0)
-            while True:
-                ack_mid, granted = harness.get_event(client.subacks, harness.EVENT_TIMEOUT_S,
-                                                     "SUBACK")
-                if ack_mid == mid:
-                    self.assertEqual(granted[0].value, options.QoS)
-                    break
+            self.assertEqual(client.subscribe(topic, options=options, properties=properties),
+                             options.QoS)
 
     def resume(self):
         client = self.persistent()
