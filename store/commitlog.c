@@ -322,9 +322,18 @@ static void submit_write(struct commitlog *log, struct io_uring *ring,
     struct io_uring_sqe *sqe = uring_sqe(ring);
     io_uring_prep_write(sqe, log->inflight.fd, log->inflight.buf, log->inflight.len,
                         log->inflight.file_off);
-    if (log->flush == STORE_FLUSH_SYNC)
-        sqe->rw_flags = RWF_DSYNC;
     io_uring_sqe_set_data64(sqe, uring_ud(URING_OP_STORE_WRITE, 0, log->shard_id));
+    if (log->flush == STORE_FLUSH_SYNC) {
+        /* Linked: the datasync starts when the write succeeded, else completes -ECANCELED
+         * (and the write's failure is fatal first). Not RWF_DSYNC: see the header. */
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *f = uring_sqe(ring);
+        io_uring_prep_fsync(f, log->inflight.fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data64(f, uring_ud(URING_OP_STORE_SYNC, 0, log->shard_id));
+        log->synced_target = log->inflight.base_off + log->inflight.len;
+        log->sync_inflight = true;
+        log->syncs++;
+    }
     log->write_inflight = true;
     log->writes++;
 }
@@ -354,13 +363,27 @@ void commitlog_flush(struct commitlog *log, struct io_uring *ring, uint64_t now_
     }
 }
 
+/* The in-flight batch is done: written, and with store.flush = sync durable. */
+static void batch_done(struct commitlog *log)
+{
+    log->write_inflight = false;
+    if (log->inflight.fd == log->old_fd && log->sealed.len == 0) {
+        /* The last write of the previous segment (its sealed tail, which may have waited
+         * behind a write that was in flight at the roll). In async mode its data must be
+         * durable before the fd goes: one blocking datasync per segment. In sync mode its
+         * linked datasync has completed, so no operation uses the fd any more. */
+        if (log->flush == STORE_FLUSH_ASYNC && fdatasync(log->old_fd) == -1)
+            fatal_io(log, "fdatasync of a full segment", -errno);
+        close(log->old_fd);
+        log->old_fd = -1;
+    }
+}
+
 void commitlog_on_write(struct commitlog *log, int res)
 {
     ASSERT(log->write_inflight);
-    log->write_inflight = false;
     if (res < 0 || (uint32_t)res != log->inflight.len)
-        fatal_io(log, log->flush == STORE_FLUSH_SYNC ? "O_DIRECT|RWF_DSYNC write"
-                                                     : "O_DIRECT write", res);
+        fatal_io(log, "O_DIRECT write", res);
     log->written_off = log->inflight.base_off + log->inflight.len;
     if (log->inflight.has_read_back)
         tailcache_put(&log->cache, log->inflight.base_off, log->inflight.buf, log->inflight.len);
@@ -368,22 +391,8 @@ void commitlog_on_write(struct commitlog *log, int res)
         tailcache_skip(&log->cache, log->inflight.base_off, log->inflight.len);
     batch_trim(&log->inflight); /* its bytes are written (and copied to the tail) */
     log->bytes_written += (uint64_t)res;
-    if (log->inflight.fd == log->old_fd && log->sealed.len == 0) {
-        /* The last write of the previous segment (its sealed tail, which may have waited
-         * behind a write that was in flight at the roll). In async mode its data must be
-         * durable before the fd goes: one blocking datasync per segment. */
-        if (log->flush == STORE_FLUSH_ASYNC && fdatasync(log->old_fd) == -1)
-            fatal_io(log, "fdatasync of a full segment", -errno);
-        close(log->old_fd);
-        log->old_fd = -1;
-    }
-    if (log->flush == STORE_FLUSH_SYNC) {
-        log->durable_off = log->written_off;
-        if (log->inflight.records > 0)
-            histogram_record_n(&log->commit_us,
-                               (base_now_ns() - log->inflight.first_ns) / 1000u,
-                               log->inflight.records);
-    }
+    if (log->flush == STORE_FLUSH_ASYNC)
+        batch_done(log);
 }
 
 void commitlog_on_sync(struct commitlog *log, int res)
@@ -394,6 +403,14 @@ void commitlog_on_sync(struct commitlog *log, int res)
         fatal_io(log, "fdatasync", res);
     if (log->synced_target > log->durable_off)
         log->durable_off = log->synced_target;
+    if (log->flush == STORE_FLUSH_SYNC) {
+        ASSERT(log->write_inflight && log->written_off == log->synced_target);
+        if (log->inflight.records > 0)
+            histogram_record_n(&log->commit_us,
+                               (base_now_ns() - log->inflight.first_ns) / 1000u,
+                               log->inflight.records);
+        batch_done(log);
+    }
 }
 
 bool commitlog_busy(const struct commitlog *log)

@@ -5,11 +5,18 @@
  * batch, an aligned buffer; once per loop iteration, if no write is in flight, the batch is
  * sealed - padded with a RECORD_PAD to the next RECORD_BLOCK boundary, so a block that was
  * written is never written again and a torn write can only hit the newest batch - and written
- * in one O_DIRECT write. store.flush = sync writes with RWF_DSYNC and the durable offset moves
- * when the write completes; store.flush = async writes plainly and a datasync follows at
- * least every store.flush_interval_ms. One write is in flight at a time: while it runs, the
- * next batch fills (that is the group commit: the records of every client that arrived
- * during one disk round trip share the next write and flush).
+ * in one O_DIRECT write. store.flush = sync links a datasync (IORING_OP_FSYNC) to that write
+ * and the durable offset moves when the datasync completes; store.flush = async writes plainly
+ * and a datasync follows at least every store.flush_interval_ms. One write (with its datasync)
+ * is in flight at a time: while it runs, the next batch fills (that is the group commit: the
+ * records of every client that arrived during one disk round trip share the next write and
+ * flush).
+ *
+ * Why a linked datasync and not RWF_DSYNC: without FUA (virtio disks), ext4 finishes an
+ * RWF_DSYNC write in the dio workqueue of the CPU that took the disk interrupt, and that
+ * kworker waits for its CPU like any task: behind a load generator's loopback softirqs it ran
+ * only at the next 4 ms tick (ftrace, docs/benchmarks.md "Durable commit latency inside the
+ * broker"). The ring's datasync runs in its io-wq worker, on the shard's own CPU.
  *
  * A failed or short write or flush is fatal (STYLE 5: never retry fsync): the process exits
  * with a message naming the file and the error.
@@ -62,7 +69,7 @@ struct commitlog {
     uint64_t append_off;     /* log offset of the next record */
     uint64_t written_off;    /* end of the last completed write */
     uint64_t durable_off;    /* end of what is known durable */
-    uint64_t synced_target;  /* async: written_off when the datasync in flight was issued */
+    uint64_t synced_target;  /* the end the datasync in flight makes durable */
     uint64_t last_sync_ms;
     bool write_inflight;
     bool sync_inflight;

@@ -113,7 +113,11 @@
 struct io_uring;
 
 /* Limits (STYLE 7). Config values are checked against them in consumeq_open. */
-#define CONSUMEQ_FLUSH_ENTRIES_DEFAULT 131072u  /* write buffer: 6.2 MiB at 48 B an entry */
+/* Write buffer: 1.5 MiB at 48 B an entry. A flush writes its run on the shard's loop in one
+ * go, and its fsync puts that much ahead of the next log datasync: 131072 entries (6 MiB)
+ * stalled commits for up to 9 ms, 16384 flushed and merged more often for no better tail
+ * (docs/benchmarks.md, "Durable commit latency inside the broker"). */
+#define CONSUMEQ_FLUSH_ENTRIES_DEFAULT 32768u
 #define CONSUMEQ_FLUSH_ENTRIES_MIN 16u
 #define CONSUMEQ_FLUSH_ENTRIES_MAX (1u << 22)
 #define CONSUMEQ_QUEUE_MAX_DEFAULT (1u << 23)   /* queues (tombstones included) per shard */
