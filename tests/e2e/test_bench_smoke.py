@@ -1,7 +1,7 @@
 # tests/e2e/test_bench_smoke.py - a short run of each keelmq-bench scenario against a broker on
 # an ephemeral port (keelmq, or mosquitto with KEELMQ_E2E_BROKER=mosquitto): p2p, fan-out,
 # fan-in, shared subscription, QoS 1 and QoS 2 p2p, 100 kB payloads, open loop, and conn with
-# 200 connections.
+# 200 connections; and one short run of bench/commit-latency.
 # Each run asserts exit status 0, zero lost/duplicated messages and the JSON fields that
 # scripts rely on. No timing assertions: the figures depend on the machine.
 #
@@ -134,6 +134,36 @@ class BenchSmoke(BenchCase):
         self.assertEqual(result["connections_at_end"], 200, output)
         self.assertGreater(result["connect_per_s"], 0, output)
         self.assertIsNotNone(result["rss_per_conn_bytes"], output)
+
+
+class CommitLatencyScript(unittest.TestCase):
+    """bench/commit-latency: one short run; its figures come from the broker's stopped_log
+    line and the bench's JSON, so a renamed field on either side fails here."""
+
+    def test_one_rate(self):
+        build = os.path.join(REPO_ROOT, os.environ.get("BUILD", "build"))
+        with tempfile.TemporaryDirectory(prefix="keelmq-commit-latency-") as tmp:
+            path = os.path.join(tmp, "runs.json")
+            argv = [os.path.join(REPO_ROOT, "bench", "commit-latency"), "--rates", "2000",
+                    "--publishers", "4", "--duration", "1", "--warmup", "0",
+                    "--broker", os.path.join(build, "keelmq"), "--bench", bench_binary(),
+                    "--json", path]
+            if (os.cpu_count() or 1) < 2:
+                argv += ["--bench-cpu", "0"]
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S)
+            output = done.stdout.decode("utf-8", "replace")
+            self.assertEqual(done.returncode, 0, output)
+            with open(path) as handle:
+                runs = json.load(handle)
+        self.assertEqual(len(runs), 1, output)
+        run = runs[0]
+        self.assertEqual(run["lost"], 0, output)
+        # Every message the bench sent was logged with store.flush = sync and counted.
+        self.assertGreaterEqual(run["commit_records"], 2000, output)
+        self.assertGreater(run["commit_p50_ms"], 0, output)
+        self.assertGreaterEqual(run["commit_p99_ms"], run["commit_p50_ms"], output)
+        self.assertGreater(run["log_writes_per_s"], 0, output)
 
 
 class BenchTwoShards(BenchCase):
