@@ -421,9 +421,23 @@ int persist_open(struct shard *s)
     return 0;
 }
 
+/* Drops the references of the retained phase (a snapshot that ends, restarts or is given up). */
+static void snapshot_retained_release(struct persist *p)
+{
+    for (uint32_t i = p->snapshot_retained_next; i < p->snapshot_retained_count; i++)
+        msg_release(p->snapshot_retained[i]);
+    p->snapshot_retained_count = 0;
+    p->snapshot_retained_next = 0;
+    p->snapshot_in_retained = false;
+}
+
 void persist_close(struct shard *s)
 {
     struct persist *p = &s->persist;
+    snapshot_retained_release(p);
+    free(p->snapshot_retained);
+    p->snapshot_retained = NULL;
+    p->snapshot_retained_cap = 0;
     if (p->stats.catchup_requests > 0 || p->stats.catchup_disk_reads > 0)
         LOG_INFO("persist",
                  "catchup_stats shard=%u requests=%llu records=%llu cache_hits=%llu "
@@ -608,24 +622,30 @@ uint64_t persist_journal_out(struct shard *s, struct session *sess, uint16_t pac
 
 /* ---- Retention --------------------------------------------------------------------------- */
 
-struct rewrite_ctx {
+struct collect_ctx {
     struct shard *s;
     bool ok;
 };
 
-static void rewrite_retained(void *ctx, struct slice topic, void *value)
+static void collect_retained(void *ctx, struct slice topic, void *value)
 {
     (void)topic;
-    struct rewrite_ctx *rc = ctx;
-    const struct msg *m = value;
-    if (!rc->ok || m->origin_shard != rc->s->id || m->payload.len == 0)
+    struct collect_ctx *cc = ctx;
+    struct persist *p = &cc->s->persist;
+    struct msg *m = value;
+    if (!cc->ok || m->origin_shard != cc->s->id || m->payload.len == 0)
         return;
-    struct record_message r = {
-        .timestamp_ns = m->time_ns, .qos = m->qos, .retain = true, .topic = m->topic,
-        .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,
-    };
-    if (commitlog_append_message(&rc->s->log, &r) < 0)
-        rc->ok = false;
+    if (p->snapshot_retained_count == p->snapshot_retained_cap) {
+        uint32_t cap = p->snapshot_retained_cap ? p->snapshot_retained_cap * 2 : 1024;
+        struct msg **grown = realloc(p->snapshot_retained, (size_t)cap * sizeof(*grown));
+        if (grown == NULL) {
+            cc->ok = false;
+            return;
+        }
+        p->snapshot_retained = grown;
+        p->snapshot_retained_cap = cap;
+    }
+    p->snapshot_retained[p->snapshot_retained_count++] = msg_ref(m);
 }
 
 /* Starts a snapshot (see the header): persist_step writes the sessions, then the retained
@@ -633,6 +653,7 @@ static void rewrite_retained(void *ctx, struct slice topic, void *value)
 static void start_snapshot(struct shard *s)
 {
     struct persist *p = &s->persist;
+    snapshot_retained_release(p);
     p->snapshot_running = true;
     p->snapshot_from = s->log.append_off;
     p->snapshot_bucket = 0;
@@ -640,26 +661,73 @@ static void start_snapshot(struct shard *s)
     p->snapshot_steps = 0;
 }
 
-/* A step of the running snapshot. Returns true while it runs on. */
+/* Rewrites up to PERSIST_SNAPSHOT_RETAINED_STEP of the collected retained messages (fewer once
+ * PERSIST_SNAPSHOT_RETAINED_BYTES of payload: live publishers share the log). Each one
+ * that is no longer its topic's retained message is skipped: what replaced or cleared it is
+ * in the log after the snapshot's start, and rewriting the old one after that would bring it
+ * back at recovery. Returns 1 when all are written, 0 to go on at the next step (also when
+ * the log is full: the disk catches up first), or -errno (given up). */
+static int rewrite_retained_step(struct shard *s)
+{
+    struct persist *p = &s->persist;
+    uint64_t bytes = 0;
+    for (uint32_t n = 0; n < PERSIST_SNAPSHOT_RETAINED_STEP &&
+                         bytes < PERSIST_SNAPSHOT_RETAINED_BYTES &&
+                         p->snapshot_retained_next < p->snapshot_retained_count;
+         n++) {
+        struct msg *m = p->snapshot_retained[p->snapshot_retained_next];
+        bytes += m->payload.len;
+        if (retain_get(s->retained, m->topic) == m) {
+            struct record_message r = {
+                .timestamp_ns = m->time_ns, .qos = m->qos, .retain = true, .topic = m->topic,
+                .client_id = m->client_id, .props = m->props.raw, .payload = m->payload,
+            };
+            int64_t rc = commitlog_append_message(&s->log, &r);
+            if (rc == -ENOBUFS)
+                return 0;
+            if (rc < 0)
+                return (int)rc;
+        }
+        msg_release(m);
+        p->snapshot_retained_next++;
+    }
+    return p->snapshot_retained_next == p->snapshot_retained_count;
+}
+
+/* A step of the running snapshot: sessions, then retained messages. Returns true while it
+ * runs on. */
 static bool snapshot_step(struct shard *s)
 {
     struct persist *p = &s->persist;
     if (!commitlog_has_room(&s->log))
         return true; /* The disk is behind: the next iteration. */
     p->snapshot_steps++;
-    int rc = session_journal_step(s, &p->snapshot_bucket, p->snapshot_mask,
-                                  PERSIST_SNAPSHOT_STEP);
-    if (rc == -EAGAIN) { /* The table grew: sessions moved between buckets. */
-        start_snapshot(s);
-        return true;
+    if (!p->snapshot_in_retained) {
+        int rc = session_journal_step(s, &p->snapshot_bucket, p->snapshot_mask,
+                                      PERSIST_SNAPSHOT_STEP);
+        if (rc == -EAGAIN) { /* The table grew: sessions moved between buckets. */
+            start_snapshot(s);
+            return true;
+        }
+        if (rc <= 0)
+            return true; /* More, or refused: that bucket again on the next step. */
+        struct collect_ctx cc = { s, true };
+        retain_walk_all(s->retained, collect_retained, &cc);
+        p->snapshot_in_retained = true;
+        if (!cc.ok) {
+            snapshot_retained_release(p);
+            p->snapshot_running = false;
+            LOG_WARN("persist", "snapshot_deferred shard=%u reason=out_of_memory", s->id);
+            return false; /* apply_retention starts another. */
+        }
     }
-    if (rc <= 0)
-        return true; /* More, or refused: that bucket again on the next step. */
-    struct rewrite_ctx ctx = { s, true };
-    retain_walk_all(s->retained, rewrite_retained, &ctx);
+    int rc = rewrite_retained_step(s);
+    if (rc == 0)
+        return true;
+    snapshot_retained_release(p);
     p->snapshot_running = false;
-    if (!ctx.ok) {
-        LOG_WARN("persist", "snapshot_deferred shard=%u reason=log_full", s->id);
+    if (rc < 0) {
+        LOG_WARN("persist", "snapshot_deferred shard=%u reason=%s", s->id, strerror(-rc));
         return false; /* apply_retention starts another. */
     }
     p->snapshot_pending = true;
@@ -678,8 +746,14 @@ static void apply_retention(struct shard *s)
         p->snapshot_pending = false;
         p->snapshot_off = p->snapshot_pending_off;
     }
+    /* A new snapshot once the log grew past the last one's end by a segment, and by at least
+     * the last one's size: a snapshot larger than a segment (many retained messages) would
+     * otherwise start the next one itself, and rewrite everything again and again. */
+    uint64_t last_end = MAX(p->snapshot_end, MAX(p->snapshot_off, p->gc_off));
+    uint64_t last_size = p->snapshot_end > p->snapshot_pending_off
+                             ? p->snapshot_end - p->snapshot_pending_off : 0;
     if (!p->snapshot_pending && !p->snapshot_running &&
-        s->log.append_off - MAX(p->snapshot_off, p->gc_off) > s->log.segment_bytes)
+        s->log.append_off - last_end > MAX(s->log.segment_bytes, last_size))
         start_snapshot(s);
     if (s->log.old_fd >= 0)
         return; /* A roll's last write to the previous segment is in flight. */

@@ -41,14 +41,16 @@
  * numbers, not copies.
  *
  * Retention (store/retention.h). Whole segments go, oldest first, by store.retention.bytes
- * and .hours. Before a segment goes, what a restart needs from it is written again: once per
- * segment of log growth every persistent session's STATE, CURSOR, QoS 2 window and held will,
- * and every retained message this shard published, are appended anew (a snapshot), and
- * segments are deleted only below the start of the newest snapshot that is durable. The
- * sessions are written in steps of PERSIST_SNAPSHOT_STEP from the loop (persist_step), while
- * the log has room, so millions of sessions neither stall the shard nor need one batch of
- * their size; a session that changes meanwhile journals the change after the snapshot's
- * start anyway. The index's GC watermark follows.
+ * and .hours. Before a segment goes, what a restart needs from it is written again: once the
+ * log grew past the last snapshot's end by a segment and by that snapshot's size, every
+ * persistent session's STATE, CURSOR, QoS 2 window and held will, and every retained message
+ * this shard published, are appended anew (a snapshot), and segments are deleted only below
+ * the start of the newest snapshot that is durable. The sessions are written in steps of
+ * PERSIST_SNAPSHOT_STEP from the loop (persist_step), while the log has room, so millions of
+ * sessions neither stall the shard nor need one batch of their size; a session that changes
+ * meanwhile journals the change after the snapshot's start anyway. The retained messages
+ * follow in steps too (PERSIST_SNAPSHOT_RETAINED_STEP / _BYTES), each skipped if it is no
+ * longer its topic's retained message by then. The index's GC watermark follows.
  * Pending inbound QoS 2 ids older than a snapshot are not carried over (documented).
  *
  * Catch-up of sessions from the index and the log: core/catchup.h.
@@ -66,6 +68,9 @@ struct logread;
 
 #define PERSIST_CURSOR_MS 200u             /* a dirty session's positions are journaled this often */
 #define PERSIST_INDEX_FLUSH_MS 1000u       /* the index's write buffer goes to disk this often */
+#define PERSIST_SNAPSHOT_RETAINED_STEP 256u /* retained messages a snapshot rewrites per loop
+                                            * iteration, */
+#define PERSIST_SNAPSHOT_RETAINED_BYTES (1u << 20) /* or fewer once their payloads reach this */
 #define PERSIST_SNAPSHOT_STEP 512u         /* sessions a snapshot visits per loop iteration
                                             * (writing ~600 B for each persistent one, ~300 KiB:
                                             * well inside the log's room) */
@@ -166,6 +171,13 @@ struct persist {
     uint32_t snapshot_bucket;         /* its next session table bucket */
     uint32_t snapshot_mask;           /* the table's mask when it started */
     uint32_t snapshot_steps;          /* steps it took so far (logged) */
+    /* Its retained phase: this shard's retained messages when the sessions were done, each
+     * rewritten in steps if it is still the topic's retained message by then. */
+    struct msg **snapshot_retained;
+    uint32_t snapshot_retained_count;
+    uint32_t snapshot_retained_cap;
+    uint32_t snapshot_retained_next;
+    bool snapshot_in_retained;
     uint64_t next_retention_ms;
     uint8_t *read_buf;                /* record reads */
     uint32_t read_cap;

@@ -358,6 +358,61 @@ class TailCacheCases:
         self.assertEqual(sum(int(s[3]) for s in stats), 0)
 
 
+class LargeRetainedSnapshot(BrokerTestCase):
+    """A snapshot rewrites the retained messages its shard published. More of them than the
+    log takes in one go (COMMITLOG_BATCH_MAX, 64 MiB) must still complete it: written in one
+    loop iteration, the rewrite failed at 64 MiB every time (snapshot_deferred), appended those
+    64 MiB again at every retry, and retention never moved on."""
+
+    shards = 1
+    broker_options = {"store.segment_bytes": str(8 << 20), "store.retention.bytes": str(16 << 20),
+                      "mqtt.max_packet_size": str(1 << 20)}
+    COUNT = 300
+    SIZE = 256 << 10  # 300 x 256 KiB: 75 MiB of retained messages
+
+    def test_snapshot_of_more_retained_bytes_than_one_batch_completes(self):
+        pub = self.connected(client_id="big-retained", version=4)
+        pub.paho.max_inflight_messages_set(16)
+        infos = [pub.paho.publish("big/%d" % i, b"%06d" % i + b"r" * (self.SIZE - 6), 1,
+                                  retain=True) for i in range(self.COUNT)]
+        for info in infos:
+            info.wait_for_publish(120)
+            self.assertTrue(info.is_published())
+        # Clear retained topics one by one until the snapshot is done: clears that land while
+        # it rewrites the retained messages must not be undone by that rewrite.
+        done = r"persist: snapshot shard=0 from=\d+ bytes=(\d+)"
+        cleared = 0
+        while cleared < self.COUNT - 10 and not re.search(done, self.broker.log_since_start()):
+            info = pub.paho.publish("big/%d" % cleared, b"", 1, retain=True)
+            info.wait_for_publish(60)
+            self.assertTrue(info.is_published())
+            cleared += 1
+        pub.stop()
+        self.broker.await_log(done, timeout=120)
+        self.assertNotIn("snapshot_deferred", self.broker.log_since_start())
+        deleted = r"retention shard=0 deleted_segments=[1-9]"
+        if not re.search(deleted, self.broker.log_since_start()):
+            self.broker.await_log(deleted, timeout=60)
+        self.broker.crash()
+        self.broker.start()
+        check = self.connected(client_id="big-check", version=4)
+        check.subscribe("big/#", 1)
+        got = {}
+        for _ in range(cleared, self.COUNT):
+            try:
+                message = check.expect_message(timeout=60)
+            except AssertionError:
+                missing = sorted(set("big/%d" % i for i in range(cleared, self.COUNT)) - set(got))
+                raise AssertionError("%d cleared, %d retained came back, missing %r" %
+                                     (cleared, len(got), missing[:10]))
+            got[message.topic] = message.payload
+        check.expect_no_message(0.5)
+        self.assertEqual(sorted(got), sorted("big/%d" % i for i in range(cleared, self.COUNT)))
+        for topic, payload in got.items():
+            self.assertEqual(len(payload), self.SIZE, topic)
+            self.assertEqual(int(payload[:6]), int(topic.split("/")[1]), topic)
+
+
 if not is_mosquitto():
     per_shard_count(TailCacheCases, globals())
     per_shard_count(DurableCases, globals())
