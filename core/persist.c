@@ -664,9 +664,10 @@ static void start_snapshot(struct shard *s)
 /* Rewrites up to PERSIST_SNAPSHOT_RETAINED_STEP of the collected retained messages (fewer once
  * PERSIST_SNAPSHOT_RETAINED_BYTES of payload: live publishers share the log). Each one
  * that is no longer its topic's retained message is skipped: what replaced or cleared it is
- * in the log after the snapshot's start, and rewriting the old one after that would bring it
- * back at recovery. Returns 1 when all are written, 0 to go on at the next step (also when
- * the log is full: the disk catches up first), or -errno (given up). */
+ * in the log after the snapshot's start (and recovery keeps the newest update of a topic by
+ * its time, so the old one would only cost bytes). Returns 1 when all are written, 0 to go on
+ * at the next step (also when the log is full: the disk catches up first), or -errno (given
+ * up). */
 static int rewrite_retained_step(struct shard *s)
 {
     struct persist *p = &s->persist;

@@ -379,7 +379,7 @@ class LargeRetainedSnapshot(BrokerTestCase):
             info.wait_for_publish(120)
             self.assertTrue(info.is_published())
         # Clear retained topics one by one until the snapshot is done: clears that land while
-        # it rewrites the retained messages must not be undone by that rewrite.
+        # it rewrites the retained messages must stay cleared after the crash.
         done = r"persist: snapshot shard=0 from=\d+ bytes=(\d+)"
         cleared = 0
         while cleared < self.COUNT - 10 and not re.search(done, self.broker.log_since_start()):
