@@ -166,7 +166,8 @@ struct persist {
     uint64_t snapshot_pending_off;
     uint64_t snapshot_end;
     bool snapshot_pending;
-    bool snapshot_running;            /* sessions being written (persist_step) */
+    bool snapshot_running;            /* sessions, then retained messages, being written
+                                       * (persist_step) */
     uint64_t snapshot_from;           /* where the running one started */
     uint32_t snapshot_bucket;         /* its next session table bucket */
     uint32_t snapshot_mask;           /* the table's mask when it started */

@@ -374,6 +374,22 @@ class LifetimeCases:
             flusher.disconnect()
         self.fail("no flusher client id landed on shard %d" % home)
 
+    def will_watcher(self, client_id, topic):
+        """A persistent session subscribed to topic at QoS 1, left offline."""
+        watcher = self.v5(client_id, clean=False, session_expiry=600)
+        watcher.connect()
+        watcher.subscribe(topic, 1)
+        watcher.disconnect()
+
+    def watcher_back(self, client_id, topic, payload):
+        """Reconnects the watcher, asserts its session is back with the one message, and
+        returns it connected."""
+        watcher = self.v5(client_id, clean=False, session_expiry=600)
+        self.assertEqual(watcher.connect()[0], 1)
+        message = watcher.expect_message(timeout=LOG_TIMEOUT_S)
+        self.assertEqual((message.topic, message.payload), (topic, payload))
+        return watcher
+
     def assert_no_will_restored(self, client_id):
         """After a start: the session of client_id comes back without a will."""
         probe = self.v5(client_id, clean=False, session_expiry=600)
@@ -384,10 +400,7 @@ class LifetimeCases:
         probe.disconnect()
 
     def test_held_will_survives_kill_9_and_goes_out_once(self):
-        watcher = self.v5("wk-watch", clean=False, session_expiry=600)
-        watcher.connect()
-        watcher.subscribe("wk/will", 1)
-        watcher.disconnect()
+        self.will_watcher("wk-watch", "wk/will")
         leaver = self.v5("wk-leaver", clean=False, session_expiry=600,
                          will=("wk/will", b"held", 1, False), will_delay=2)
         leaver.connect()
@@ -397,11 +410,7 @@ class LifetimeCases:
         self.broker.crash()
         self.broker.start()
         self.broker.await_log(r"will_restored client=wk-leaver delay_s=2")
-        watcher = self.v5("wk-watch", clean=False, session_expiry=600)
-        self.assertEqual(watcher.connect()[0], 1)
-        message = watcher.expect_message(timeout=LOG_TIMEOUT_S)
-        self.assertEqual((message.topic, message.payload), ("wk/will", b"held"))
-        watcher.disconnect()
+        self.watcher_back("wk-watch", "wk/will", b"held").disconnect()
         # Published, it is journaled as gone: the next start does not hold it again.
         self.broker.restart()
         self.assert_no_will_restored("wk-leaver")
@@ -426,10 +435,7 @@ class LifetimeCases:
         # The server closes them without a DISCONNECT from the client (MQTT-3.1.2-8): a will
         # without delay goes out at the stop, into the log, so a persistent subscriber gets
         # it after the restart; a will held by its delay is journaled and restored.
-        watcher = self.v5("ws-watch", clean=False, session_expiry=600)
-        watcher.connect()
-        watcher.subscribe("ws/will", 1)
-        watcher.disconnect()
+        self.will_watcher("ws-watch", "ws/will")
         now = self.v5("ws-now", will=("ws/will", b"gone", 1, False))
         now.connect()
         later = self.v5("ws-later", clean=False, session_expiry=600,
@@ -437,10 +443,7 @@ class LifetimeCases:
         later.connect()
         self.broker.restart()
         self.broker.await_log(r"will_restored client=ws-later delay_s=3600 ")
-        watcher = self.v5("ws-watch", clean=False, session_expiry=600)
-        self.assertEqual(watcher.connect()[0], 1)
-        message = watcher.expect_message(timeout=LOG_TIMEOUT_S)
-        self.assertEqual((message.topic, message.payload), ("ws/will", b"gone"))
+        watcher = self.watcher_back("ws-watch", "ws/will", b"gone")
         watcher.expect_no_message(QUIET_S)
         watcher.disconnect()
 
