@@ -147,8 +147,14 @@ void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t l
 {
     if (!conn_input_held(c) || len == 0)
         return;
-    /* Input is held only from an empty `in`, so everything in it is stash. */
-    if ((uint64_t)c->in.len + len > s->cfg->max_packet_size * 2u ||
+    /* Input is held only from an empty `in`, so everything in it is stash: the held frame,
+     * the rest of the buffer it came in, and what the recv had delivered before its cancel
+     * took effect. The cancel goes out with the loop's next submission, before it reaps again
+     * (DEFER_TASKRUN: completions are posted only then), so that is at most the receive
+     * buffers' CQEs not reaped yet: all of the ring's buffers at worst. */
+    uint64_t limit = (uint64_t)s->cfg->max_packet_size * 2u +
+                     (uint64_t)s->cfg->shard_recv_buffer_count * s->cfg->shard_recv_buffer_size;
+    if ((uint64_t)c->in.len + len > limit ||
         !bytebuf_append(&c->in, data, len)) {
         session_conn_lost(s, c, false);
         conn_close(s, c, "stash overflow");
@@ -176,10 +182,12 @@ void conn_resume(struct shard *s, struct conn *c)
     c->is_paused = false;
     struct bytebuf held = c->in;
     c->in = (struct bytebuf){ 0 };
-    if (!c->recv_armed && c->state == CONN_ACTIVE)
-        conn_arm_recv(s, c);
     conn_feed(s, c, held.data, held.len);
     free(held.data);
+    /* Only now: a recv armed before the replay could deliver more while the replay pauses
+     * again, and every pause would let the stash grow. */
+    if (!c->recv_armed && c->state == CONN_ACTIVE && !c->is_paused)
+        conn_arm_recv(s, c);
 }
 
 void conn_feed(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len)

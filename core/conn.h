@@ -97,7 +97,8 @@ static inline bool conn_input_held(const struct conn *c)
 
 /* Keeps `len` bytes of unprocessed input in `in` while input is held (the CONNECT frame of a
  * handoff, or the PUBLISH that found the log full, first; then whatever followed). Closes the
- * conn if the stash would exceed twice mqtt.max_packet_size or memory runs out. */
+ * conn if the stash would exceed twice mqtt.max_packet_size plus the shard's receive buffers
+ * (what a cancelled recv can still deliver), or memory runs out. */
 void conn_stash(struct shard *s, struct conn *c, const uint8_t *data, uint32_t len);
 
 /* Back-pressure: holds `c`'s input, starting with `frame` (replayed on resume), and stops its
