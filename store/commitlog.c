@@ -216,8 +216,9 @@ static int append_pad(struct commitlog *log, uint32_t len)
 /* Closes the current segment with a PAD to its end and starts the next one. */
 static int roll(struct commitlog *log)
 {
-    if (log->sealed.len > 0)
-        return -ENOBUFS; /* The previous roll's tail has not been written yet. */
+    if (log->sealed.len > 0 || log->old_fd >= 0)
+        return -ENOBUFS; /* The previous roll's tail has not been written yet, or is being
+                          * written (its segment closes after that write: one old_fd). */
     uint64_t seg_end = log->seg_base + log->segment_bytes;
     /* A tail shorter than a header stays zero: the scan reads it as the segment's end. */
     if (seg_end - log->append_off >= RECORD_HEADER_LEN) {

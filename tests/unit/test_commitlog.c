@@ -3,6 +3,8 @@
  * Files live on the ext4 disk under build/ (tmpfs ignores O_DIRECT alignment: PLATFORM.md). */
 #include <criterion/criterion.h>
 
+#include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +196,74 @@ Test(commitlog, a_roll_while_a_write_is_in_flight_keeps_the_old_segment_open)
                  "%s", err);
     cr_assert_eq(seen->count, i);
     cr_assert_eq(scan.segments, 2);
+    free(seen);
+}
+
+/* Files of `dir` this process holds open. */
+static int open_files_in_dir(void)
+{
+    char prefix[PATH_MAX];
+    cr_assert_not_null(realpath(dir, prefix));
+    strcat(prefix, "/");
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char link[320], target[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        n += strncmp(target, prefix, strlen(prefix)) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A segment filled while the previous segment's last write is still in flight: rolling then
+ * would replace the one old_fd the log keeps, and the older segment would stay open for good
+ * (after retention deleted it, its disk space too). The append waits instead (-ENOBUFS). */
+Test(commitlog, a_segment_filled_during_the_previous_ones_last_write_waits_for_it)
+{
+    struct commitlog log;
+    char err[256];
+    uint8_t payload[2000];
+    char topic[32];
+    cr_assert_eq(commitlog_open(&log, dir, &cfg, 0, 0, err, sizeof(err)), 0, "%s", err);
+    uint32_t i = 0;
+    while (log.seg_base == 0) {
+        struct record_message m = message(i++, topic, sizeof(topic), payload, sizeof(payload));
+        cr_assert_geq(commitlog_append_message(&log, &m), 0);
+    }
+    commitlog_flush(&log, &ring, base_now_ms()); /* the first segment's tail: in flight */
+    io_uring_submit(&ring);
+    cr_assert(log.write_inflight && log.old_fd >= 0);
+    int64_t rc = 0;
+    while (rc >= 0) {
+        struct record_message m = message(i, topic, sizeof(topic), payload, sizeof(payload));
+        rc = commitlog_append_message(&log, &m);
+        i += rc >= 0;
+        cr_assert_lt(i, 2000, "the second segment never filled");
+    }
+    cr_assert_eq(rc, -ENOBUFS);
+    cr_assert_eq(log.seg_base, 1u << 20, "rolled over a segment still being written");
+    drain(&log);
+    cr_assert_eq(log.old_fd, -1);
+    struct record_message m = message(i++, topic, sizeof(topic), payload, sizeof(payload));
+    cr_assert_geq(commitlog_append_message(&log, &m), 0, "no room once the write completed");
+    cr_assert_eq(log.seg_base, 2u << 20);
+    drain(&log);
+    cr_assert_eq(open_files_in_dir(), 1, "only the current segment stays open");
+    commitlog_close(&log);
+    cr_assert_eq(open_files_in_dir(), 0);
+    struct seen *seen = calloc(1, sizeof(*seen));
+    struct segment_scan scan;
+    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(seen->count, i);
+    cr_assert_eq(scan.segments, 3);
     free(seen);
 }
 
