@@ -553,6 +553,12 @@ bool dispatch_wait_pump(struct shard *s, struct conn *c, uint64_t end_off)
     return wait_durable(s, c, NULL, end_off, MQTT_PUBLISH, 0);
 }
 
+bool dispatch_routed_below(const struct shard *s, uint64_t off)
+{
+    /* The waits are in log order: the oldest one ends first. */
+    return s->waits_len == 0 || s->waits[s->waits_head].end_off > off;
+}
+
 void dispatch_on_durable(struct shard *s)
 {
     persist_on_visible(s); /* Indexed before anything below is routed (core/persist.h). */

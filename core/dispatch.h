@@ -37,4 +37,9 @@ void dispatch_on_durable(struct shard *s);
  * whose journal record must be durable before it is sent). Returns false when out of memory. */
 bool dispatch_wait_pump(struct shard *s, struct conn *c, uint64_t end_off);
 
+/* True once everything appended below `off` has been routed: a QoS 1/2 PUBLISH reaches the
+ * subscribers and the retained index only when visible (dispatch_on_durable), so until then
+ * the shard's memory does not show it yet. */
+bool dispatch_routed_below(const struct shard *s, uint64_t off);
+
 #endif

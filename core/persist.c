@@ -10,6 +10,7 @@
 
 #include "core/catchup.h"
 #include "core/codec_props.h"
+#include "core/dispatch.h"
 #include "core/iot.h"
 #include "core/log.h"
 #include "core/msg.h"
@@ -656,6 +657,7 @@ static void start_snapshot(struct shard *s)
     snapshot_retained_release(p);
     p->snapshot_running = true;
     p->snapshot_from = s->log.append_off;
+    p->snapshot_routed = false;
     p->snapshot_bucket = 0;
     p->snapshot_mask = session_table_mask(s->sessions);
     p->snapshot_steps = 0;
@@ -695,13 +697,20 @@ static int rewrite_retained_step(struct shard *s)
     return p->snapshot_retained_next == p->snapshot_retained_count;
 }
 
-/* A step of the running snapshot: sessions, then retained messages. Returns true while it
- * runs on. */
+/* A step of the running snapshot: sessions, then retained messages. Returns true when it
+ * did some work and goes on (the loop comes back at once); false when it ended or waits for
+ * the disk (whose completion wakes the loop). */
 static bool snapshot_step(struct shard *s)
 {
     struct persist *p = &s->persist;
+    if (!p->snapshot_routed) {
+        /* Nothing below snapshot_from may be missing from memory (core/persist.h). */
+        if (!dispatch_routed_below(s, p->snapshot_from))
+            return false;
+        p->snapshot_routed = true;
+    }
     if (!commitlog_has_room(&s->log))
-        return true; /* The disk is behind: the next iteration. */
+        return false; /* The disk is behind: its completion wakes the loop. */
     p->snapshot_steps++;
     if (!p->snapshot_in_retained) {
         int rc = session_journal_step(s, &p->snapshot_bucket, p->snapshot_mask,

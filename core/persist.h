@@ -48,7 +48,10 @@
  * the start of the newest snapshot that is durable. The sessions are written in steps of
  * PERSIST_SNAPSHOT_STEP from the loop (persist_step), while the log has room, so millions of
  * sessions neither stall the shard nor need one batch of their size; a session that changes
- * meanwhile journals the change after the snapshot's start anyway. The retained messages
+ * meanwhile journals the change after the snapshot's start anyway. The writing begins once
+ * everything appended before the start has been routed: a QoS 1/2 message reaches the
+ * retained index only when visible, and one the snapshot missed would sit below its start,
+ * in a segment retention may delete, with no copy above. The retained messages
  * follow in steps too (PERSIST_SNAPSHOT_RETAINED_STEP / _BYTES), each skipped if it is no
  * longer its topic's retained message by then. The index's GC watermark follows.
  * Pending inbound QoS 2 ids older than a snapshot are not carried over (documented).
@@ -169,6 +172,8 @@ struct persist {
     bool snapshot_running;            /* sessions, then retained messages, being written
                                        * (persist_step) */
     uint64_t snapshot_from;           /* where the running one started */
+    bool snapshot_routed;             /* everything below snapshot_from was routed: its
+                                       * writing may begin */
     uint32_t snapshot_bucket;         /* its next session table bucket */
     uint32_t snapshot_mask;           /* the table's mask when it started */
     uint32_t snapshot_steps;          /* steps it took so far (logged) */
