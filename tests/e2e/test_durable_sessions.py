@@ -448,9 +448,11 @@ class RetainedInFlightAtSnapshot(BrokerTestCase):
         pub.paho.max_inflight_messages_set(self.WINDOW)
         done = r"persist: snapshot shard=0 from=\d+"
         infos = []
+        started = time.monotonic()
         # Until the first snapshot is written, then stop: a later one would carry what the
         # first missed (the message is in the retained index by then).
         while not re.search(done, self.broker.log_since_start()):
+            self.assertLess(time.monotonic() - started, 60, "no snapshot within 60 s")
             index = len(infos)
             infos.append(pub.paho.publish("inflight/%d" % index,
                                           b"%06d" % index + b"i" * (self.SIZE - 6), 1, retain=True))
