@@ -249,11 +249,12 @@ static int roll(struct commitlog *log)
 }
 
 /* Makes room for a record of `len` bytes in `cur` (rolling first if the segment is full) and
- * returns where it goes, or -ENOBUFS / -ENOMEM / a roll error. */
-static int64_t reserve_record(struct commitlog *log, uint32_t len)
+ * returns where it goes, or -ENOBUFS (more than `limit` bytes would wait for the disk) /
+ * -ENOMEM / a roll error. */
+static int64_t reserve_record(struct commitlog *log, uint32_t len, uint32_t limit)
 {
     ASSERT(len <= RECORD_LEN_MAX);
-    if ((uint64_t)log->cur.len + log->sealed.len + len > COMMITLOG_BATCH_MAX)
+    if ((uint64_t)log->cur.len + log->sealed.len + len > limit)
         return -ENOBUFS;
     if (log->append_off + len + SEAL_ROOM > log->seg_base + log->segment_bytes) {
         int rc = roll(log);
@@ -271,7 +272,7 @@ static int64_t reserve_record(struct commitlog *log, uint32_t len)
 int64_t commitlog_append_message(struct commitlog *log, const struct record_message *m)
 {
     uint32_t len = record_message_len(m);
-    int64_t off = reserve_record(log, len);
+    int64_t off = reserve_record(log, len, COMMITLOG_BATCH_MAX - COMMITLOG_TYPED_ROOM);
     if (off < 0)
         return off;
     uint32_t n = record_encode_message_raw(m, len, log->cur.buf + log->cur.len);
@@ -286,7 +287,7 @@ int64_t commitlog_append_typed(struct commitlog *log, enum record_type type, str
 {
     ASSERT(type == RECORD_SESSION || type == RECORD_CHECKPOINT);
     uint32_t len = record_body_len(body.len);
-    int64_t off = reserve_record(log, len);
+    int64_t off = reserve_record(log, len, COMMITLOG_BATCH_MAX);
     if (off < 0)
         return off;
     uint32_t n = record_encode_typed(type, body, 0, log->cur.buf + log->cur.len);

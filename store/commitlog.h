@@ -42,6 +42,10 @@
 #include "store/tailcache.h"
 
 #define COMMITLOG_BATCH_MAX (64u << 20) /* bytes appended but not yet written, beyond: -ENOBUFS */
+/* The last part of COMMITLOG_BATCH_MAX only typed records (session journal, checkpoints) may
+ * use: messages are refused first, so a journal record that acknowledges a SUBSCRIBE or a
+ * CONNECT still finds room while publishers are held. */
+#define COMMITLOG_TYPED_ROOM (1u << 20)
 #define COMMITLOG_DIR_MAX 512
 
 struct commitlog_batch {
@@ -94,12 +98,13 @@ void commitlog_close(struct commitlog *log);
 
 /* Appends a message record. Returns its log offset (the record ends at the returned offset
  * plus record_message_len()), or a negative errno: -ENOBUFS when COMMITLOG_BATCH_MAX bytes
- * already wait for the disk (the caller sheds load), -ENOMEM. */
+ * less COMMITLOG_TYPED_ROOM already wait for the disk, or a new segment is needed while the
+ * previous one's last write is in flight (the caller holds its publisher), -ENOMEM. */
 int64_t commitlog_append_message(struct commitlog *log, const struct record_message *m);
 
 /* Appends a RECORD_SESSION or RECORD_CHECKPOINT record with `body` (borrowed, copied).
  * Returns its log offset (it ends at that plus record_body_len(body.len)) or a negative errno
- * as commitlog_append_message. */
+ * as commitlog_append_message, except that the whole of COMMITLOG_BATCH_MAX is open to it. */
 int64_t commitlog_append_typed(struct commitlog *log, enum record_type type, struct slice body);
 
 /* Once per loop iteration: submits the next write (or async datasync) if one is due. */

@@ -300,6 +300,17 @@ Test(commitlog, a_full_batch_refuses_with_enobufs)
         rc = commitlog_append_message(&log, &m);
     }
     cr_assert_eq(rc, -ENOBUFS, "appends beyond COMMITLOG_BATCH_MAX without a write must fail");
+    uint64_t waiting = (uint64_t)log.cur.len + log.sealed.len;
+    cr_assert_leq(waiting, COMMITLOG_BATCH_MAX - COMMITLOG_TYPED_ROOM);
+    /* The journal still has room: a SUBSCRIBE is not acknowledged unlogged while publishers
+     * are held. */
+    static uint8_t body[4000];
+    uint32_t typed = 0;
+    while (commitlog_append_typed(&log, RECORD_SESSION, (struct slice){ body, sizeof(body) }) >= 0)
+        typed++;
+    cr_assert_geq(typed, COMMITLOG_TYPED_ROOM / 2 / record_body_len(sizeof(body)),
+                  "only %u journal records fit after messages were refused", typed);
+    cr_assert_leq((uint64_t)log.cur.len + log.sealed.len, COMMITLOG_BATCH_MAX);
     drain(&log);
     commitlog_close(&log);
 }
