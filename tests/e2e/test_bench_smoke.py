@@ -159,8 +159,10 @@ class CommitLatencyScript(unittest.TestCase):
         self.assertEqual(len(runs), 1, output)
         run = runs[0]
         self.assertEqual(run["lost"], 0, output)
-        # Every message the bench sent was logged with store.flush = sync and counted.
-        self.assertGreaterEqual(run["commit_records"], 2000, output)
+        # Every message the broker acknowledged was logged with store.flush = sync and counted
+        # (how many the bench got through in its second depends on the machine: not asserted).
+        self.assertGreater(run["acked"], 0, output)
+        self.assertGreaterEqual(run["commit_records"], run["acked"], output)
         self.assertGreater(run["commit_p50_ms"], 0, output)
         self.assertGreaterEqual(run["commit_p99_ms"], run["commit_p50_ms"], output)
         self.assertGreater(run["log_writes_per_s"], 0, output)
