@@ -358,6 +358,34 @@ class TailCacheCases:
         self.assertEqual(sum(int(s[3]) for s in stats), 0)
 
 
+def check_retained_after_retention_and_crash(case, prefix, indexes, size, timeout):
+    """Awaits a retention pass that deleted segments, kills -9 and restarts the broker, then
+    checks that exactly the retained messages PREFIX/<i> for i in indexes come back, each of
+    size bytes starting with its index (6 digits)."""
+    deleted = r"retention shard=0 deleted_segments=[1-9]"
+    if not re.search(deleted, case.broker.log_since_start()):
+        case.broker.await_log(deleted, timeout=60)
+    case.broker.crash()
+    case.broker.start()
+    check = case.connected(client_id=prefix + "-check", version=4)
+    check.subscribe(prefix + "/#", 1)
+    expected = ["%s/%d" % (prefix, i) for i in indexes]
+    got = {}
+    for _ in expected:
+        try:
+            message = check.expect_message(timeout=timeout)
+        except AssertionError:
+            missing = [topic for topic in expected if topic not in got]
+            raise AssertionError("%d expected, %d retained came back, missing %r" %
+                                 (len(expected), len(got), missing[:10]))
+        got[message.topic] = message.payload
+    check.expect_no_message(0.5)
+    case.assertEqual(sorted(got), sorted(expected))
+    for topic, payload in got.items():
+        case.assertEqual(len(payload), size, topic)
+        case.assertEqual(int(payload[:6]), int(topic.split("/")[1]), topic)
+
+
 @unittest.skipIf(is_mosquitto(), "keelmq store options and log lines")
 class LargeRetainedSnapshot(BrokerTestCase):
     """A snapshot rewrites the retained messages its shard published. More of them than the
@@ -391,27 +419,8 @@ class LargeRetainedSnapshot(BrokerTestCase):
         pub.stop()
         self.broker.await_log(done, timeout=120)
         self.assertNotIn("snapshot_deferred", self.broker.log_since_start())
-        deleted = r"retention shard=0 deleted_segments=[1-9]"
-        if not re.search(deleted, self.broker.log_since_start()):
-            self.broker.await_log(deleted, timeout=60)
-        self.broker.crash()
-        self.broker.start()
-        check = self.connected(client_id="big-check", version=4)
-        check.subscribe("big/#", 1)
-        got = {}
-        for _ in range(cleared, self.COUNT):
-            try:
-                message = check.expect_message(timeout=60)
-            except AssertionError:
-                missing = sorted(set("big/%d" % i for i in range(cleared, self.COUNT)) - set(got))
-                raise AssertionError("%d cleared, %d retained came back, missing %r" %
-                                     (cleared, len(got), missing[:10]))
-            got[message.topic] = message.payload
-        check.expect_no_message(0.5)
-        self.assertEqual(sorted(got), sorted("big/%d" % i for i in range(cleared, self.COUNT)))
-        for topic, payload in got.items():
-            self.assertEqual(len(payload), self.SIZE, topic)
-            self.assertEqual(int(payload[:6]), int(topic.split("/")[1]), topic)
+        check_retained_after_retention_and_crash(self, "big", range(cleared, self.COUNT),
+                                                 self.SIZE, timeout=60)
 
 
 @unittest.skipIf(is_mosquitto(), "keelmq store options and log lines")
@@ -461,27 +470,8 @@ class RetainedInFlightAtSnapshot(BrokerTestCase):
         for info in infos:
             self.await_ack(pub, info)
         pub.stop()
-        deleted = r"retention shard=0 deleted_segments=[1-9]"
-        if not re.search(deleted, self.broker.log_since_start()):
-            self.broker.await_log(deleted, timeout=60)
-        self.broker.crash()
-        self.broker.start()
-        check = self.connected(client_id="inflight-check", version=4)
-        check.subscribe("inflight/#", 1)
-        got = {}
-        for _ in infos:
-            try:
-                message = check.expect_message(timeout=30)
-            except AssertionError:
-                missing = sorted(set("inflight/%d" % i for i in range(len(infos))) - set(got),
-                                 key=lambda topic: int(topic.split("/")[1]))
-                raise AssertionError("%d published, %d retained came back, missing %r" %
-                                     (len(infos), len(got), missing[:10]))
-            got[message.topic] = message.payload
-        check.expect_no_message(0.5)
-        for topic, payload in got.items():
-            self.assertEqual(len(payload), self.SIZE, topic)
-            self.assertEqual(int(payload[:6]), int(topic.split("/")[1]), topic)
+        check_retained_after_retention_and_crash(self, "inflight", range(len(infos)), self.SIZE,
+                                                 timeout=30)
 
 
 if not is_mosquitto():

@@ -96,6 +96,20 @@ static void ignore_report(void *ctx, const char *line)
     cr_assert_fail("unexpected corruption report: %s", line);
 }
 
+/* Scans the whole log back (records in order, no corruption report) into `scan` and returns
+ * how many records it holds. */
+static uint32_t scan_back(struct segment_scan *scan)
+{
+    struct seen *seen = calloc(1, sizeof(*seen));
+    cr_assert_not_null(seen);
+    char err[256];
+    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, scan, err, sizeof(err)), 0,
+                 "%s", err);
+    uint32_t count = seen->count;
+    free(seen);
+    return count;
+}
+
 TestSuite(commitlog, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(commitlog, appended_records_become_durable_and_scan_back_in_order)
@@ -123,14 +137,10 @@ Test(commitlog, appended_records_become_durable_and_scan_back_in_order)
     cr_assert_eq(log.durable_off % RECORD_BLOCK, 0, "batches end on block boundaries");
     commitlog_close(&log);
 
-    struct seen *seen = calloc(1, sizeof(*seen));
     struct segment_scan scan;
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
-                 "%s", err);
-    cr_assert_eq(seen->count, 3000);
+    cr_assert_eq(scan_back(&scan), 3000);
     cr_assert_gt(scan.segments, 1, "1 MiB segments must have rolled");
     cr_assert_eq(scan.end_off, log.durable_off);
-    free(seen);
 }
 
 Test(commitlog, reopening_appends_after_the_last_record)
@@ -147,9 +157,8 @@ Test(commitlog, reopening_appends_after_the_last_record)
     drain(&log);
     commitlog_close(&log);
 
-    struct seen *seen = calloc(1, sizeof(*seen));
     struct segment_scan scan;
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0);
+    cr_assert_eq(scan_back(&scan), 10);
     cr_assert_eq(commitlog_open(&log, dir, &cfg, 0, scan.end_off, err, sizeof(err)), 0, "%s",
                  err);
     for (uint32_t i = 10; i < 20; i++) {
@@ -158,10 +167,7 @@ Test(commitlog, reopening_appends_after_the_last_record)
     }
     drain(&log);
     commitlog_close(&log);
-    memset(seen, 0, sizeof(*seen));
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0);
-    cr_assert_eq(seen->count, 20, "records before and after the reopen, in order");
-    free(seen);
+    cr_assert_eq(scan_back(&scan), 20, "records before and after the reopen, in order");
 }
 
 /* Regression: a roll while a write to the old segment was in flight closed the old segment's
@@ -190,13 +196,9 @@ Test(commitlog, a_roll_while_a_write_is_in_flight_keeps_the_old_segment_open)
     }
     drain(&log);
     commitlog_close(&log);
-    struct seen *seen = calloc(1, sizeof(*seen));
     struct segment_scan scan;
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
-                 "%s", err);
-    cr_assert_eq(seen->count, i);
+    cr_assert_eq(scan_back(&scan), i);
     cr_assert_eq(scan.segments, 2);
-    free(seen);
 }
 
 /* Files of `dir` this process holds open. */
@@ -258,13 +260,9 @@ Test(commitlog, a_segment_filled_during_the_previous_ones_last_write_waits_for_i
     cr_assert_eq(open_files_in_dir(), 1, "only the current segment stays open");
     commitlog_close(&log);
     cr_assert_eq(open_files_in_dir(), 0);
-    struct seen *seen = calloc(1, sizeof(*seen));
     struct segment_scan scan;
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
-                 "%s", err);
-    cr_assert_eq(seen->count, i);
+    cr_assert_eq(scan_back(&scan), i);
     cr_assert_eq(scan.segments, 3);
-    free(seen);
 }
 
 Test(commitlog, async_mode_becomes_durable_through_datasync)
@@ -353,12 +351,8 @@ Test(commitlog, the_hot_tail_skips_batches_of_only_qos0)
     }
     commitlog_close(&log);
 
-    struct seen *seen = calloc(1, sizeof(*seen));
     struct segment_scan scan;
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
-                 "%s", err);
-    cr_assert_eq(seen->count, 6, "the skipped batch reached the disk");
-    free(seen);
+    cr_assert_eq(scan_back(&scan), 6, "the skipped batch reached the disk");
 }
 
 /* A burst (a snapshot of every session, say) grows the batch buffers; once small batches
@@ -389,10 +383,6 @@ Test(commitlog, batch_buffers_shrink_after_a_burst)
     cr_expect_leq(log.inflight.cap, 1u << 20);
     cr_expect_leq(log.sealed.cap, 1u << 20);
     commitlog_close(&log);
-    struct seen *seen = calloc(1, sizeof(*seen));
     struct segment_scan scan;
-    cr_assert_eq(segment_scan(dir, 0, collect, seen, ignore_report, &scan, err, sizeof(err)), 0,
-                 "%s", err);
-    cr_expect_eq(seen->count, i);
-    free(seen);
+    cr_expect_eq(scan_back(&scan), i);
 }
